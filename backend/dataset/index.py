@@ -11,7 +11,7 @@
                                               float64 the fitted canonical->pixel similarity
                                    audio     (T * 640,) float32  16 kHz, loudness-normalised,
                                                                   sample 0 = frame 0
-      features/<extractor>/<key>.npy   (T, dim) float32 speech features, cached by content
+      features/<extractor>-25fps-<sha256>.npy  (T, dim) float32 speech features, cached by content
 The segment's `pose` is relative to its first frame.
 """
 

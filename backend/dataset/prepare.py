@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from backend.dataset.index import ClipRecord, SegmentRecord, load_index, save_index
-from backend.dataset.tracks import MODEL_FPS, clean_segments
+from backend.dataset.tracks import MIN_SEGMENT_S, MODEL_FPS, clean_segments
 from retarget.face import measures
 from retarget.face.canonical import CANONICAL_FACE_PATH, load_canonical_face
 from retarget.face.pose import fit_head_pose, head_rotation, relative_pose, to_canonical
-from retarget.motion_file import Motion, save_motion
+from retarget.motion_file import Motion, load_motion, save_motion
 
 PIPELINE_VERSION = "prepare-1"
 DEFAULT_FEATURES = ("whisper-tiny-en",)
@@ -113,7 +113,7 @@ def prepare_clip(source: ClipSource, dataset: Path, features: tuple[str, ...]) -
     segments = clean_segments(times, landmarks)
     if not segments:
         raise ValueError(f"{source.video}: the face is tracked in no stretch of at least "
-                         "1 s; nothing usable")
+                         f"{MIN_SEGMENT_S} s; nothing usable")
 
     canonical_face = load_canonical_face()
     fitted = [fit_head_pose(s.landmarks, canonical_face) for s in segments]
@@ -164,13 +164,16 @@ def track_video(video: Path, width: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def compute_features(dataset: Path, audio: np.ndarray, extractors: tuple[str, ...]) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    if not extractors:
+        return paths
     from backend.features.speech_features import FeatureCache, get_extractor
 
-    paths = {}
+    cache = FeatureCache(dataset / "features")
     for name in extractors:
-        cache = FeatureCache(dataset / "features" / name)
-        key_path = cache.get_or_compute(get_extractor(name), audio, MODEL_FPS, return_path=True)
-        paths[name] = str(Path(key_path).relative_to(dataset))
+        extractor = get_extractor(name)
+        cache.get_or_compute(extractor, audio, MODEL_FPS)
+        paths[name] = str(cache.path_for(extractor, audio, MODEL_FPS).relative_to(dataset))
     return paths
 
 
@@ -210,7 +213,6 @@ def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
             for segment in previous.segments:  # features asked for now may be new
                 missing = tuple(f for f in features if f not in segment.features)
                 if missing:
-                    from backend.dataset.index import load_motion
                     audio = load_motion(dataset / segment.file).extras["audio"]
                     segment.features.update(compute_features(dataset, audio, missing))
             results[source.clip_id] = previous

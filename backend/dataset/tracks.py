@@ -11,7 +11,7 @@ import numpy as np
 
 MODEL_FPS = 25.0
 MAX_GAP_FRAMES = 5
-MIN_SEGMENT_S = 1.0
+MIN_SEGMENT_S = 0.5
 
 
 @dataclass

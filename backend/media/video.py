@@ -5,8 +5,10 @@ frames larger than `max_side` are scaled down by the decoder before they reach n
 Timestamps come from the stream (pts), so variable-frame-rate clips are handled exactly.
 """
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -91,3 +93,49 @@ def _video_stream(container, path: Path):
     if not container.streams.video:
         raise VideoError(f"{path}: the file has no video stream")
     return container.streams.video[0]
+
+
+def write_video(path: str | Path, frames, fps: float, audio_16k: np.ndarray | None = None,
+                crf: int = 18) -> Path:
+    """Encode RGB frames (iterable of (H, W, 3) uint8) as H.264 MP4, with optional AAC audio.
+
+    audio_16k: (N,) float32 mono at 16 kHz, starting with the first frame. Written to a temp
+    file beside `path` and renamed when complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    height, width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2  # H.264 wants even sizes
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        with av.open(str(tmp), "w", format="mp4") as container:
+            video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.options = {"crf": str(crf), "preset": "veryfast"}
+            audio = None
+            if audio_16k is not None and len(audio_16k):
+                audio = container.add_stream("aac", rate=16_000)
+                audio.layout = "mono"
+            for image in itertools.chain([first], frames):
+                image = np.ascontiguousarray(image[:height, :width])
+                container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(video.encode())
+            if audio is not None:
+                _mux_audio(container, audio, np.asarray(audio_16k, dtype=np.float32))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _mux_audio(container, stream, samples: np.ndarray, sample_rate: int = 16_000) -> None:
+    block = 1024
+    for start in range(0, len(samples), block):
+        frame = av.AudioFrame.from_ndarray(samples[None, start:start + block], format="flt",
+                                           layout="mono")
+        frame.sample_rate, frame.pts = sample_rate, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())

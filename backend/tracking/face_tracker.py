@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 from mediapipe.python.solutions import face_detection, face_mesh  # noqa: E402
 

@@ -38,7 +38,7 @@ def test_resampling_follows_timestamps_of_variable_frame_rate_video():
     assert segment.times_s[-1] <= times[-1] + 1e-9
 
 
-def test_pieces_shorter_than_a_second_are_dropped():
-    times, landmarks = track(120, missing=range(20, 40))
+def test_pieces_shorter_than_half_a_second_are_dropped():
+    times, landmarks = track(120, missing=range(12, 40))
     segments = clean_segments(times, landmarks)
-    assert [len(s.times_s) for s in segments] == [66]  # 20-frame piece (0.67 s) dropped
+    assert [len(s.times_s) for s in segments] == [66]  # 12-frame piece (0.4 s) dropped

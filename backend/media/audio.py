@@ -1,0 +1,221 @@
+"""The project's one audio loader, and the loudness measures built on it.
+
+Every way into the project (training data, the CLI, the backend service) decodes speech with
+`load_audio`. PyAV bundles ffmpeg, so WAV in any sample format, MP3, FLAC, OGG, M4A/AAC and
+the audio track of a video all take the same path: decode, average the channels to mono,
+resample to 16 kHz with ffmpeg's resampler (swr).
+
+Why swr rather than scipy's resample_poly: both keep timing (an impulse at 1 s stays at 1 s)
+and both pass a 1 kHz tone untouched, but swr rejects aliases far better (a 9 kHz tone from
+44.1 kHz comes out at -62 dB against -31 dB). Its own stereo-to-mono downmix weights each
+channel by 0.707, so channels are averaged here instead.
+"""
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import pyloudnorm
+import soundfile
+
+SAMPLE_RATE = 16_000
+FLOOR_DB = -100.0
+PEAK_LIMIT = 0.99
+# AAC and Opus encoders pad the last frame with silence; when the decoded audio overruns the
+# container's stated duration by less than this, the container is right.
+_MAX_ENCODER_PADDING_S = 0.1
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message names the input and says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------
+
+def load_audio(source, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+               ) -> np.ndarray:
+    """Decode speech to (N,) float32 mono samples in [-1, 1] at `sample_rate` Hz.
+
+    source: a path (str or Path) to any audio file or video with an audio track, or the bytes
+    of such a file (audio sent over the network). max_seconds: refuse longer audio, checked
+    from the container's header before decoding and again while decoding. The first sample is
+    the first decoded sample; `audio_start_time` says where that lies on the container's clock.
+    Raises AudioError for missing, empty, damaged, track-less or over-long input.
+    """
+    name = _describe(source)
+    with _open(source, name) as container:
+        stream = _audio_stream(container, name)
+        stated_s = _stated_duration(container, stream)
+        if max_seconds is not None and stated_s is not None and stated_s > max_seconds:
+            raise _too_long(name, stated_s, max_seconds)
+        samples = _decode_mono(container, stream, name, sample_rate, max_seconds)
+
+    if len(samples) == 0:
+        raise AudioError(f"{name} contains no audio samples; it may be truncated. "
+                         "Export the recording again.")
+    if stated_s is not None:
+        stated_n = round(stated_s * sample_rate)
+        if 0 < len(samples) - stated_n <= _MAX_ENCODER_PADDING_S * sample_rate:
+            samples = samples[:stated_n]
+    # Float files and resampler ringing can overshoot full scale.
+    return np.clip(samples, -1.0, 1.0)
+
+
+def audio_start_time(source) -> float:
+    """Seconds at which the audio stream starts on the container's clock (0 if unknown).
+
+    Compare it with the video stream's start time to align audio with video frames. For a
+    lone MP3, ffmpeg reports the encoder delay it skipped here (about 25 ms).
+    """
+    name = _describe(source)
+    with _open(source, name) as container:
+        stream = _audio_stream(container, name)
+        if stream.start_time is None:
+            return 0.0
+        return float(stream.start_time * stream.time_base)
+
+
+def _describe(source) -> str:
+    """How error messages name the input."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"the audio data ({len(source)} bytes)"
+    return f"'{os.fspath(source)}'"
+
+
+def _open(source, name: str) -> av.container.InputContainer:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioError(f"{name} is empty; send the bytes of an audio file.")
+        file = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if path.is_dir():
+            raise AudioError(f"{name} is a folder; pass an audio or video file.")
+        if not path.exists():
+            raise AudioError(f"{name} does not exist; check the path.")
+        if path.stat().st_size == 0:
+            raise AudioError(f"{name} is empty (0 bytes); export the recording again.")
+        file = str(path)
+    try:
+        return av.open(file, metadata_errors="ignore")
+    except av.error.FFmpegError as error:
+        raise AudioError(f"{name} could not be read as audio ({error.strerror}); it may be "
+                         "truncated or damaged. Export it again, e.g. as WAV.") from error
+
+
+def _audio_stream(container, name: str) -> av.audio.stream.AudioStream:
+    stream = container.streams.best("audio")
+    if stream is None:
+        raise AudioError(f"{name} has no audio track; pass the speech as a same-stem .wav "
+                         "beside it.")
+    return stream
+
+
+def _stated_duration(container, stream) -> float | None:
+    """Seconds of audio the header promises, or None if it does not say."""
+    if stream.duration is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _too_long(name: str, seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(f"{name} is at least {seconds:.1f} s long, more than the "
+                      f"{max_seconds:g} s limit; split it into shorter clips.")
+
+
+def _decode_mono(container, stream, name: str, sample_rate: int,
+                 max_seconds: float | None) -> np.ndarray:
+    """(N,) float32: every frame of `stream`, channels averaged, resampled to `sample_rate`."""
+    # fltp keeps channels apart so they can be averaged; the input's channel layout is kept.
+    resampler = av.AudioResampler(format="fltp", rate=sample_rate)
+    chunks = []
+    decoded_s = 0.0
+    try:
+        for frame in container.decode(stream):
+            decoded_s += frame.samples / frame.sample_rate
+            if max_seconds is not None and decoded_s > max_seconds:
+                raise _too_long(name, decoded_s, max_seconds)
+            chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(frame)]
+        chunks += [out.to_ndarray().mean(axis=0) for out in resampler.resample(None)]
+    except av.error.FFmpegError as error:
+        raise AudioError(f"{name} is damaged after {decoded_s:.2f} s of audio "
+                         f"({error.strerror}); export it again.") from error
+    if not chunks:
+        return np.zeros(0, np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loudness
+# ---------------------------------------------------------------------------------------------
+
+def normalize_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                       target_lufs: float = -23.0) -> np.ndarray:
+    """(N,) float32 scaled to `target_lufs` integrated loudness (ITU-R BS.1770, LUFS).
+
+    Peaks are then kept at |x| <= 0.99 by scaling the whole clip down, so a very peaky clip
+    ends up quieter than the target. Silence, and clips shorter than one 0.4 s gating block,
+    have no measurable loudness: they come back unchanged.
+    """
+    samples = np.asarray(samples, dtype=np.float32)
+    meter = pyloudnorm.Meter(sample_rate)
+    if len(samples) < meter.block_size * sample_rate:
+        return samples
+    loudness = meter.integrated_loudness(samples.astype(np.float64))
+    if not np.isfinite(loudness):
+        return samples
+    scaled = samples * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))
+    peak = float(np.max(np.abs(scaled)))
+    if peak > PEAK_LIMIT:
+        scaled *= np.float32(PEAK_LIMIT / peak)
+    return scaled
+
+
+def video_frame_count(num_samples: int, fps: float = 25.0,
+                      sample_rate: int = SAMPLE_RATE) -> int:
+    """Video frames T that `num_samples` of audio span at `fps` (rounded to the nearest)."""
+    return round(num_samples * fps / sample_rate)
+
+
+def frame_rms_db(samples: np.ndarray, fps: float = 25.0,
+                 sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(T,) float32 RMS level per video frame in dBFS, floored at -100 dB.
+
+    dBFS here is 20·log10(RMS): a full-scale square wave is 0 dB, a full-scale sine -3 dB.
+    Frame t covers samples [t, t+1) · sample_rate / fps; the last frame may be partial.
+    """
+    samples = np.asarray(samples)
+    num_frames = video_frame_count(len(samples), fps, sample_rate)
+    edges = np.round(np.arange(num_frames + 1) * (sample_rate / fps)).astype(np.int64)
+    edges = np.minimum(edges, len(samples))
+    # A running sum of energy handles a non-integer number of samples per frame.
+    energy = np.concatenate([[0.0], np.cumsum(np.square(samples, dtype=np.float64))])
+    power = np.diff(energy[edges]) / np.maximum(np.diff(edges), 1)
+    level_db = 10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0)))
+    return level_db.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+
+def write_wav_atomic(path, samples: np.ndarray, sample_rate: int) -> None:
+    """Write (N,) or (N, C) samples in [-1, 1] as 16-bit PCM WAV; never leaves a partial file."""
+    path = Path(path)
+    # Same folder, so os.replace is a rename on one file system.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            # soundfile clips values beyond full scale when converting to 16-bit.
+            soundfile.write(file, samples, sample_rate, subtype="PCM_16", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
