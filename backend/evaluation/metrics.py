@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from retarget.face import pose, topology
+from retarget.face import canonical, measures, pose, topology
 from retarget.motion_file import Motion
 
 METRIC_NAMES = ("aperture_corr", "best_lag", "lve", "closure_recall", "closure_precision",
@@ -42,7 +42,7 @@ CLOSURE_TOLERANCE = 2
 SPEECH_RANGE_DB = 30.0
 SPEECH_REFERENCE_PERCENTILE = 95.0
 SPEECH_DILATION_S = 0.08
-SILENCE_DB = -120.0  # the floor of frame_loudness_db: digital silence, or no audio at all
+SILENCE_DB = -100.0  # the floor of frame_loudness_db (as backend.media.audio): silence, no audio
 
 
 class NormalisedSequence(NamedTuple):
@@ -63,14 +63,19 @@ def valid_frames(landmarks: np.ndarray) -> np.ndarray:
         return finite & (np.linalg.norm(eyes, axis=-1) > 1e-9)
 
 
-def normalise_sequence(landmarks: np.ndarray) -> NormalisedSequence:
+def normalise_sequence(landmarks: np.ndarray,
+                       canonical_face: np.ndarray | None = None) -> NormalisedSequence:
     """(T, 478, 3) landmarks in any frame (pixels) -> the EVAL.md canonical frame.
 
     Each frame gets the weighted similarity (rotation, translation and scale, so a face moving
     toward the camera does not open its mouth) that best takes its stable points onto those of
     the first valid frame; the result is centred on that frame's stable-point centroid and
-    divided by its inter-ocular distance. The head angles are the rotation each frame had to
-    undo, in the upright axes and Euler order of the motion file's `pose`.
+    divided by its inter-ocular distance. The whole sequence is then turned into the upright
+    canonical axes (x to the subject's left, y up, z out of the face) by the rotation that
+    fits the first valid frame to `canonical_face` (the shipped one when None), so that lip
+    motion is compared along the same axes whichever way each sequence's camera looked.
+    The head angles are the rotation each frame had to undo, in the upright camera axes and
+    Euler order of the motion file's `pose`.
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
     count = len(landmarks)
@@ -79,25 +84,27 @@ def normalise_sequence(landmarks: np.ndarray) -> NormalisedSequence:
     valid = valid_frames(landmarks) if count else np.zeros(0, dtype=bool)
     if not valid.any():
         return NormalisedSequence(normalised, angles)
+    if canonical_face is None:
+        canonical_face = canonical.load_canonical_face()
     reference = landmarks[np.argmax(valid)]
     stable, weights = list(topology.STABLE_POINTS), topology.STABLE_WEIGHTS
     with np.errstate(invalid="ignore", divide="ignore"):
         to_reference = pose.fit_similarity(landmarks[valid][:, stable], reference[stable], weights)
         aligned = to_reference.apply(landmarks[valid])                          # (V, 478, 3)
+    upright = pose.fit_similarity(reference[stable], canonical_face[stable], weights).rotation
     origin = weights @ reference[stable] / weights.sum()
     iod = np.linalg.norm(reference[topology.LEFT_EYE_OUTER] - reference[topology.RIGHT_EYE_OUTER])
-    normalised[valid] = (aligned - origin) / iod
+    normalised[valid] = (aligned - origin) @ upright.T / iod
     # The head turned by Q = rotation^T since the reference (pixel axes); upright as in `pose`.
     turned = np.swapaxes(to_reference.rotation, -1, -2)
-    upright = pose.PIXEL_FROM_UPRIGHT @ turned @ pose.PIXEL_FROM_UPRIGHT
-    angles[valid] = pose.rotation_to_euler_xyz(upright)
+    angles[valid] = pose.rotation_to_euler_xyz(
+        pose.PIXEL_FROM_UPRIGHT @ turned @ pose.PIXEL_FROM_UPRIGHT)
     return NormalisedSequence(normalised, angles)
 
 
 def mouth_open(normalised: np.ndarray) -> np.ndarray:
     """(T, 478, 3) normalised landmarks -> (T,) inner-lip gap (points 13-14) in IOD."""
-    gap = normalised[:, topology.UPPER_INNER_LIP] - normalised[:, topology.LOWER_INNER_LIP]
-    return np.linalg.norm(gap, axis=-1)
+    return measures.inner_lip_gap(normalised)
 
 
 def resample_to(pred_landmarks: np.ndarray, pred_fps: float, n_frames: int,
@@ -126,19 +133,17 @@ def resample_to(pred_landmarks: np.ndarray, pred_fps: float, n_frames: int,
 # ---------------------------------------------------------------------------------------------
 
 def frame_loudness_db(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(T,) RMS level in dB (full scale 1.0) of a one-frame window centred on each frame.
+    """(T,) RMS level in dBFS of each frame's audio, samples [t, t + 1) * 16000 / fps.
 
-    Frames the audio does not reach, and digital silence, read SILENCE_DB.
+    The same numbers as `backend.media.audio.frame_rms_db` (which derives T from the audio and
+    pulls in the decoders); frames the audio does not reach read SILENCE_DB, the floor.
     """
     audio = np.asarray(audio_16k, dtype=np.float64).reshape(-1)
-    samples_per_frame = AUDIO_RATE / float(fps)
-    centre = np.arange(n_frames) * samples_per_frame
-    start = np.clip(np.round(centre - samples_per_frame / 2).astype(int), 0, len(audio))
-    end = np.clip(np.round(centre + samples_per_frame / 2).astype(int), 0, len(audio))
+    edges = np.round(np.arange(n_frames + 1) * (AUDIO_RATE / float(fps))).astype(np.int64)
+    edges = np.minimum(edges, len(audio))
     energy = np.concatenate([[0.0], np.cumsum(audio * audio)])
-    mean_square = (energy[end] - energy[start]) / np.maximum(end - start, 1)
-    rms = np.sqrt(np.maximum(mean_square, 0.0))
-    return 20.0 * np.log10(np.maximum(rms, 10.0 ** (SILENCE_DB / 20.0)))
+    power = np.diff(energy[edges]) / np.maximum(np.diff(edges), 1)
+    return 10.0 * np.log10(np.maximum(power, 10.0 ** (SILENCE_DB / 10.0)))
 
 
 def speech_frames(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
@@ -212,7 +217,7 @@ def lip_vertex_error(pred_normalised: np.ndarray, true_normalised: np.ndarray) -
 def closure_frames(opening: np.ndarray, speech: np.ndarray | None = None,
                    threshold: float = CLOSURE_THRESHOLD,
                    reopen: float = CLOSURE_REOPEN) -> np.ndarray:
-    """(K,) frames where the lips close during speech: the local minima under `threshold`.
+    """(K,) frames where the lips close during speech: local minima of opening (T,) under `threshold`.
 
     The sequence is cut into dips, maximal runs below `reopen`; a dip's closure is its lowest
     speech frame, if that is under `threshold`. A mouth that never opens past `reopen` has no
@@ -257,8 +262,7 @@ def motion_energy(pred_open: np.ndarray, true_open: np.ndarray) -> float:
     both = np.isfinite(pred) & np.isfinite(truth)
     if both.sum() < 2:
         return float("nan")
-    true_std = truth[both].std()
-    return float(pred[both].std() / true_std) if true_std > FLAT_STD else float("nan")
+    return _std_ratio(pred[both].std(), truth[both].std())
 
 
 def head_motion(pred_angles: np.ndarray, true_angles: np.ndarray) -> float:
@@ -273,9 +277,7 @@ def head_motion(pred_angles: np.ndarray, true_angles: np.ndarray) -> float:
     both = np.isfinite(pred).all(axis=-1) & np.isfinite(truth).all(axis=-1)
     if both.sum() < 2:
         return float("nan")
-    true_std = np.sqrt(truth[both].var(axis=0).sum())
-    pred_std = np.sqrt(pred[both].var(axis=0).sum())
-    return float(pred_std / true_std) if true_std > FLAT_STD else float("nan")
+    return _std_ratio(np.sqrt(pred[both].var(axis=0).sum()), np.sqrt(truth[both].var(axis=0).sum()))
 
 
 def evaluate(pred: Motion, truth: Motion, audio: np.ndarray | None = None) -> dict[str, float]:
@@ -312,6 +314,13 @@ def evaluate(pred: Motion, truth: Motion, audio: np.ndarray | None = None) -> di
 def _is_flat(values: np.ndarray) -> bool:
     finite = values[np.isfinite(values)]
     return len(finite) < 2 or finite.std() <= FLAT_STD
+
+
+def _std_ratio(pred_std: float, true_std: float) -> float:
+    """pred_std / true_std; NaN for a flat truth, exactly 0 for a flat prediction."""
+    if true_std <= FLAT_STD:
+        return float("nan")
+    return 0.0 if pred_std <= FLAT_STD else float(pred_std / true_std)
 
 
 def _pearson(pred: np.ndarray, truth: np.ndarray) -> float:

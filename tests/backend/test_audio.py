@@ -10,8 +10,15 @@ import pytest
 import soundfile
 
 from backend.media import audio
-from backend.media.audio import (SAMPLE_RATE, AudioError, audio_start_time, frame_rms_db,
-                                 load_audio, normalize_loudness, write_wav_atomic)
+from backend.media.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    audio_start_time,
+    frame_rms_db,
+    load_audio,
+    normalize_loudness,
+    write_wav_atomic,
+)
 
 
 def tone(sample_rate, seconds=1.0, freq=1000.0, amplitude=0.5, start_s=0.0):
@@ -269,6 +276,6 @@ def test_write_wav_atomic_round_trips_and_leaves_no_temp_files(tmp_path):
 
 
 def test_write_wav_atomic_failure_leaves_nothing(tmp_path):
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="shape"):  # soundfile refuses 3-D arrays mid-write
         write_wav_atomic(tmp_path / "bad.wav", np.zeros((10, 2, 2)), SAMPLE_RATE)
     assert os.listdir(tmp_path) == []

@@ -1,0 +1,23 @@
+"""`make bench`: every benchmark, results printed as JSON and saved to .bench_cache/latest.json.
+
+Record the figures in docs/BENCHMARKS.md with the commit and this command.
+"""
+
+import json
+import subprocess
+
+from tests.benchmarks import bench_prepare
+from tests.benchmarks.bench_prepare import CACHE
+
+
+def main() -> None:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    results = {"commit": commit, "prepare": bench_prepare.main()}
+    CACHE.mkdir(exist_ok=True)
+    (CACHE / "latest.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
