@@ -30,8 +30,19 @@ def _eval(args) -> int:
         result = evaluate_split(args.dataset, args.split, args.predictions)
         print(format_table(result))
     if args.json:
+        result["provenance"] = {"command": " ".join(["dimitra", *sys.argv[1:]]),
+                                "commit": _git_commit()}
         write_json(args.json, result)
     return 0
+
+
+def _git_commit() -> str:
+    """The checkout's commit, so a saved result says what produced it ('' outside git)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         check=False, cwd=Path(__file__).resolve().parent)
+    return out.stdout.strip()
 
 
 def build_parser() -> argparse.ArgumentParser:

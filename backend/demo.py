@@ -111,7 +111,9 @@ def main() -> None:
               "mouth_opening_correlation": opening_corr}
     print(json.dumps(checks, indent=1))
 
-    print("4. dimitra eval: the yardstick, with its baselines, on this clip")
+    print("4. dimitra eval: the yardstick, with its baselines, on this clip (its mouth was driven "
+          "by loudness, so the amplitude baseline matches it by construction; the real "
+          "yardstick is `dimitra eval` on the dev split of real video)")
     result = evaluate_split(out / "dataset", "dev")
     print(format_table(result))
     write_json(out / "eval.json", result)

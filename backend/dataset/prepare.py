@@ -189,7 +189,7 @@ def _slice_padded(samples: np.ndarray, start: int, length: int) -> np.ndarray:
 def _run_one(source: ClipSource, dataset: Path, features: tuple[str, ...]) -> ClipRecord:
     try:
         return prepare_clip(source, dataset, features)
-    except Exception as error:  # one bad clip must not stop the run; the message is kept
+    except Exception as error:  # noqa: BLE001 -- one bad clip must not stop the run; its message is kept
         return ClipRecord(source.clip_id, str(source.video), str(source.audio), "",
                           source.split, source.speaker, source.license, source.source,
                           status="failed", error=f"{type(error).__name__}: {error}")

@@ -20,8 +20,8 @@ from .metrics import SILENCE_DB, SPEECH_RANGE_DB, frame_loudness_db, valid_frame
 
 # Jaw rotation at full loudness. Chosen on the canonical face, not on any evaluated clip: the
 # lower inner lip (14) sits about 1.0 IOD from the ear axis, so 0.27 rad (15.5°) opens the
-# inner lips by about 0.28 IOD, the size of the widest openings in tracked speech (99th
-# percentile of mouth_open on the dev clips: 0.12-0.30 IOD).
+# inner lips by about 0.27 IOD, the size of the widest openings in tracked speech (99th
+# percentile of mouth_open on four dev clips: 0.12-0.30 IOD).
 MAX_JAW_ANGLE_RAD = 0.27
 # Loudness (frame RMS, dB) maps to jaw opening 0 at the 10th percentile of the clip's audible
 # frames (never lower than 30 dB under the loud frames, the speech range), 1 at the 95th.
@@ -32,11 +32,11 @@ ENVELOPE_SMOOTHING_FRAMES = 3
 # 0.05 IOD beyond the mouth corners out to the ears.
 _BELOW_LIP_RAMP = 0.03
 _CORNER_MARGIN = 0.05
-_LOWER_LIP = (146, 91, 181, 84, 17, 314, 405, 321, 375,
-              95, 88, 178, 87, 14, 317, 402, 318, 324)
-_UPPER_LIP = (409, 270, 269, 267, 0, 37, 39, 40, 185,
-              415, 310, 311, 312, 13, 82, 81, 80, 191)
-_LIP_CORNERS = (61, 291, 78, 308)
+# The lip loops run corner, lower lip, other corner (index 10), upper lip.
+_LIP_CORNERS = (topology.LIPS_OUTER[0], topology.LIPS_OUTER[10],
+                topology.LIPS_INNER[0], topology.LIPS_INNER[10])
+_LOWER_LIP = topology.LIPS_OUTER[1:10] + topology.LIPS_INNER[1:10]
+_UPPER_LIP = topology.LIPS_OUTER[11:] + topology.LIPS_INNER[11:]
 _EARS = (234, 454)
 
 
@@ -107,7 +107,8 @@ def open_jaw(reference_px: np.ndarray, angles: np.ndarray,
     weights = jaw_weights(face)                                      # (478,)
     pivot = face[list(_EARS)].mean(axis=0)
     if from_closed:
-        upper, lower = face[topology.UPPER_INNER_LIP] - pivot, face[topology.LOWER_INNER_LIP] - pivot
+        upper = face[topology.UPPER_INNER_LIP] - pivot
+        lower = face[topology.LOWER_INNER_LIP] - pivot
         closing = np.arctan2(upper[2], upper[1]) - np.arctan2(lower[2], lower[1])
         face = _turn_jaw(face, weights, pivot, np.array([closing]))[0]
         rest = face[topology.UPPER_INNER_LIP] - face[topology.LOWER_INNER_LIP]

@@ -46,8 +46,8 @@ SILENCE_DB = -100.0  # the floor of frame_loudness_db (as backend.media.audio): 
 
 
 class NormalisedSequence(NamedTuple):
-    landmarks: np.ndarray    # (T, 478, 3) IOD units, aligned to the first valid frame; NaN where invalid
-    head_angles: np.ndarray  # (T, 3) radians, XYZ Euler of the head relative to that frame
+    landmarks: np.ndarray    # (T, 478, 3) IOD units, upright; NaN where the frame is invalid
+    head_angles: np.ndarray  # (T, 3) radians, XYZ Euler of the head relative to the first frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ def speech_frames(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarra
         return np.zeros(0, dtype=bool)
     reference = np.percentile(level, SPEECH_REFERENCE_PERCENTILE)
     speech = (level >= reference - SPEECH_RANGE_DB) & (level > SILENCE_DB)
-    radius = int(round(SPEECH_DILATION_S * fps))
+    radius = round(SPEECH_DILATION_S * fps)
     if radius > 0 and speech.any():
         padded = np.pad(speech, radius)
         speech = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1).any(axis=-1)
@@ -217,7 +217,7 @@ def lip_vertex_error(pred_normalised: np.ndarray, true_normalised: np.ndarray) -
 def closure_frames(opening: np.ndarray, speech: np.ndarray | None = None,
                    threshold: float = CLOSURE_THRESHOLD,
                    reopen: float = CLOSURE_REOPEN) -> np.ndarray:
-    """(K,) frames where the lips close during speech: local minima of opening (T,) under `threshold`.
+    """(K,) frames where the lips close during speech: minima of opening (T,) under `threshold`.
 
     The sequence is cut into dips, maximal runs below `reopen`; a dip's closure is its lowest
     speech frame, if that is under `threshold`. A mouth that never opens past `reopen` has no

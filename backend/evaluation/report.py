@@ -107,7 +107,8 @@ def format_table(result: dict) -> str:
 
     lines = []
     for method in result["methods"]:
-        lines.append(f"{method}  ({result['scored'][method]} of {len(result['segments'])} segments)")
+        scored, total = result["scored"][method], len(result["segments"])
+        lines.append(f"{method}  ({scored} of {total} segments)")
         lines += header("segment")
         lines += [row(s["segment_id"], s["scores"][method]) for s in result["segments"]
                   if method in s["scores"]]

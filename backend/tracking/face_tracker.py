@@ -8,13 +8,14 @@ crop around it, so the tracker cannot wander to a bystander.
 
 import os
 from dataclasses import dataclass
+from typing import Self
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import numpy as np  # noqa: E402
-from mediapipe.python.solutions import face_detection, face_mesh  # noqa: E402
+import numpy as np
+from mediapipe.python.solutions import face_detection, face_mesh
 
-from retarget.face.topology import NUM_LANDMARKS  # noqa: E402
+from retarget.face.topology import NUM_LANDMARKS
 
 
 class NoFaceError(ValueError):
@@ -41,7 +42,7 @@ class FaceTracker:
     scaled by the frame width (same units as x).
     """
 
-    def __init__(self, audit_every: int = 25, crop_margin: float = 0.6):
+    def __init__(self, audit_every: int = 50, crop_margin: float = 0.6):
         self._mesh = face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
                                         refine_landmarks=True, min_detection_confidence=0.5,
                                         min_tracking_confidence=0.5)
@@ -57,7 +58,7 @@ class FaceTracker:
         self._mesh.close()
         self._detector.close()
 
-    def __enter__(self) -> "FaceTracker":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 
 from backend.evaluation import metrics
-from backend.evaluation.baselines import (amplitude_baseline, loudness_envelope, open_jaw,
-                                          static_baseline)
+from backend.evaluation.baselines import (
+    amplitude_baseline,
+    loudness_envelope,
+    open_jaw,
+    static_baseline,
+)
 from backend.evaluation.report import evaluate_files, evaluate_split, format_table, write_json
 from retarget.face import canonical, pose
 from retarget.motion_file import Motion, save_motion
@@ -339,7 +343,8 @@ def test_evaluate_split_reports_baselines_model_and_missing(small_dataset, tmp_p
     predictions = tmp_path / "predictions"
     predictions.mkdir()
     # The model "predicts" alpha perfectly; beta has no prediction.
-    (predictions / "alpha_000.npz").write_bytes((small_dataset / "clips/alpha_000.npz").read_bytes())
+    alpha = (small_dataset / "clips" / "alpha_000.npz").read_bytes()
+    (predictions / "alpha_000.npz").write_bytes(alpha)
     result = evaluate_split(small_dataset, "dev", predictions)
     assert [s["segment_id"] for s in result["segments"]] == ["alpha_000", "beta_000"]
     assert result["methods"] == ["static", "amplitude", "model"]

@@ -6,7 +6,6 @@ peak resident memory is that process's own.
 """
 
 import json
-import resource
 import statistics
 import subprocess
 import sys

@@ -11,7 +11,7 @@ from tests.benchmarks.bench_prepare import CACHE
 
 
 def main() -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=False,
                             text=True).stdout.strip()
     results = {"commit": commit, "prepare": bench_prepare.main()}
     CACHE.mkdir(exist_ok=True)

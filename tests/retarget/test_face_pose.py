@@ -6,9 +6,16 @@ from hypothesis import strategies as st
 
 from retarget.face import topology
 from retarget.face.canonical import build_canonical_face, inter_ocular_distance, load_canonical_face
-from retarget.face.pose import (PIXEL_FROM_UPRIGHT, Similarity, euler_xyz_to_rotation,
-                                fit_head_pose, pose_from_relative, relative_pose,
-                                rotation_to_euler_xyz, to_canonical)
+from retarget.face.pose import (
+    PIXEL_FROM_UPRIGHT,
+    Similarity,
+    euler_xyz_to_rotation,
+    fit_head_pose,
+    pose_from_relative,
+    relative_pose,
+    rotation_to_euler_xyz,
+    to_canonical,
+)
 
 FACE = load_canonical_face()
 angles = st.tuples(*[st.floats(-1.4, 1.4)] * 3)
