@@ -24,3 +24,29 @@ def talking_clip(tmp_path_factory) -> tuple[Path, dict]:
     path = tmp_path_factory.mktemp("clips") / "talking.mp4"
     truth = synthesize_talking_clip(path, seconds=3.0)
     return path, truth
+
+
+@pytest.fixture(scope="session")
+def real_dev_dataset(tmp_path_factory) -> Path:
+    """Two short real dev clips (LRS2 and PC-AVS) prepared from the shared data."""
+    import csv
+
+    from backend.dataset.prepare import run_prepare
+
+    manifest = TALKING_FACES / "manifest.csv"
+    if not manifest.is_file():
+        pytest.skip("the shared talking-face clips are not on this machine")
+    wanted = {"deep_avsr_00022", "pc-avs_731200067"}
+    with manifest.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["clip_id"] in wanted]
+    subset = tmp_path_factory.mktemp("manifest") / "manifest.csv"
+    with subset.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:  # paths stay relative to the shared folder
+            writer.writerow({**row, "video_path": str(TALKING_FACES / row["video_path"]),
+                             "audio_path": str(TALKING_FACES / row["audio_path"])})
+    dataset = tmp_path_factory.mktemp("real_dev")
+    records = run_prepare([subset], dataset, jobs=2, features=(), progress=False)
+    assert all(r.status == "ok" for r in records), [r.error for r in records]
+    return dataset

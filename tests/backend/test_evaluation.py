@@ -9,7 +9,6 @@ this machine, is checked too.
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,6 @@ from retarget.motion_file import Motion, save_motion
 
 FPS = 25.0
 RATE = metrics.AUDIO_RATE
-DATASET = Path(__file__).resolve().parents[2] / "data" / "dataset"
 PERFECT = {"aperture_corr": 1.0, "best_lag": 0.0, "lve": 0.0, "closure_recall": 1.0,
            "closure_precision": 1.0, "motion_energy": 1.0, "head_motion": 1.0}
 
@@ -385,19 +383,16 @@ def test_evaluate_files_scores_one_pair(small_dataset):
 # The real prepared dataset
 # ---------------------------------------------------------------------------------------------
 
-def test_real_dev_split(tmp_path):
+def test_real_dev_split(real_dev_dataset, tmp_path):
     from backend.dataset.index import iter_segments
 
-    if not (DATASET / "index.json").is_file():
-        pytest.skip(f"no prepared dataset at {DATASET} (run `dimitra prepare`)")
     predictions = tmp_path / "predictions"
     count = 0
-    for _, segment, motion in iter_segments(DATASET, "dev"):
+    for _, segment, motion in iter_segments(real_dev_dataset, "dev"):
         save_motion(predictions / f"{segment.segment_id}.npz", motion)   # truth as prediction
         count += 1
-    if count == 0:
-        pytest.skip(f"the prepared dataset at {DATASET} has no dev segments")
-    result = evaluate_split(DATASET, "dev", predictions)
+    assert count == 2
+    result = evaluate_split(real_dev_dataset, "dev", predictions)
     assert_perfect(result["mean"]["model"])
     assert result["mean"]["static"]["motion_energy"] < 1e-3
     assert result["mean"]["static"]["closure_recall"] == 0.0
