@@ -96,7 +96,7 @@ def _video_stream(container, path: Path):
 
 
 def write_video(path: str | Path, frames, fps: float, audio_16k: np.ndarray | None = None,
-                crf: int = 18) -> Path:
+                crf: int = 18, preset: str = "veryfast") -> Path:
     """Encode RGB frames (iterable of (H, W, 3) uint8) as H.264 MP4, with optional AAC audio.
 
     audio_16k: (N,) float32 mono at 16 kHz, starting with the first frame. Written to a temp
@@ -114,7 +114,7 @@ def write_video(path: str | Path, frames, fps: float, audio_16k: np.ndarray | No
         with av.open(str(tmp), "w", format="mp4") as container:
             video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-            video.options = {"crf": str(crf), "preset": "veryfast"}
+            video.options = {"crf": str(crf), "preset": preset}
             audio = None
             if audio_16k is not None and len(audio_16k):
                 audio = container.add_stream("aac", rate=16_000)

@@ -84,11 +84,7 @@ class FaceTracker:
         if not result.multi_face_landmarks:
             return None
         height, width = image.shape[:2]
-        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark],
-                          dtype=np.float32)
-        if len(points) != NUM_LANDMARKS:
-            raise RuntimeError(f"MediaPipe returned {len(points)} landmarks, expected 478")
-        return points * np.array([width, height, width], dtype=np.float32)
+        return landmarks_to_pixels(result.multi_face_landmarks[0], width, height)
 
     def _audit(self, frame_rgb: np.ndarray) -> None:
         """Count faces; with more than one, pin tracking to a crop around the largest."""
@@ -105,6 +101,30 @@ class FaceTracker:
         pad_y = int((box.y1 - box.y0) * self.crop_margin)
         return Box(max(0, box.x0 - pad_x), max(0, box.y0 - pad_y),
                    min(width, box.x1 + pad_x), min(height, box.y1 + pad_y))
+
+
+def find_faces(image_rgb: np.ndarray, size: tuple[int, int] | None = None, max_faces: int = 4,
+               min_detection_confidence: float = 0.3) -> list[np.ndarray]:
+    """Every face Face Mesh finds in one still image (static mode: the detector always runs).
+
+    Returns (478, 3) float32 pixel-frame landmarks per face, in pixels of `size` (width,
+    height): the image's own by default, or the original's when `image_rgb` was resized for
+    detection. Confidence 0.3 also finds stylised renders (Blender characters).
+    """
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+                            min_detection_confidence=min_detection_confidence) as mesh:
+        result = mesh.process(np.ascontiguousarray(image_rgb))
+    width, height = size or (image_rgb.shape[1], image_rgb.shape[0])
+    faces = result.multi_face_landmarks or []
+    return [landmarks_to_pixels(face, width, height) for face in faces]
+
+
+def landmarks_to_pixels(face, width: int, height: int) -> np.ndarray:
+    """One MediaPipe face (normalised) -> (478, 3) float32 pixels: x·width, y·height, z·width."""
+    points = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float32)
+    if len(points) != NUM_LANDMARKS:
+        raise RuntimeError(f"MediaPipe returned {len(points)} landmarks, expected 478")
+    return points * np.array([width, height, width], dtype=np.float32)
 
 
 def detect_face_boxes(detector, image_rgb: np.ndarray) -> list[Box]:

@@ -64,7 +64,8 @@ def long_1080p_clip(minutes: float = 10.0) -> Path:
             matrix = cv2.getRotationMatrix2D((960, 540), 3 * np.sin(i / 40), 1.0)
             yield cv2.warpAffine(canvas, matrix, (1920, 1080))
 
-    return write_video(path, moving(), 25, np.zeros(frames * 640, np.float32), crf=28)
+    return write_video(path, moving(), 25, np.zeros(frames * 640, np.float32), crf=30,
+                       preset="ultrafast")
 
 
 def main(repeats: int = 3) -> dict:

@@ -1,0 +1,1 @@
+"""Generation: speech to motion around a reference face, and previews of the result."""

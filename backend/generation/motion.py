@@ -1,0 +1,34 @@
+"""Generated canonical motion -> a motion file in the reference image's pixel frame."""
+
+import numpy as np
+
+from backend.generation.generator import GenerationOptions, MotionGenerator
+from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relative
+from retarget.motion_file import Motion
+
+MODEL_FPS = 25.0
+
+
+def generate_motion(generator: MotionGenerator, features: np.ndarray, reference_canonical: np.ndarray,
+                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None
+                    ) -> Motion:
+    """features (T, F) at 25 fps; the reference face's canonical shape (478, 3) and its head
+    pose (canonical -> reference pixels). The reference may be mid-expression: its neutral
+    shape is estimated first, so the mouth can close."""
+    neutral = generator.space.neutralise(reference_canonical)
+    canonical, pose = generator.generate(features, neutral, options)
+    landmarks = pose_from_relative(pose.astype(np.float64), reference_pose).apply(canonical)
+    return Motion(landmarks=landmarks.astype(np.float32), pose=pose, fps=MODEL_FPS,
+                  meta={"options": vars(options), **(meta or {})},
+                  extras={"canonical": canonical, "neutral": neutral})
+
+
+def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np.ndarray,
+                          options: GenerationOptions) -> Motion:
+    """The EVAL.md protocol: generate from a prepared clip's audio and its first frame."""
+    # Dataset clips store the head rotation in upright axes; the similarity wants pixel axes.
+    first_pose = Similarity(clip.extras["head_scale"][0],
+                            PIXEL_FROM_UPRIGHT @ clip.extras["head_rotation"][0],
+                            clip.extras["head_translation"][0])
+    return generate_motion(generator, features, clip.extras["canonical"][0], first_pose, options,
+                           {"segment_id": clip.meta.get("segment_id", "")})

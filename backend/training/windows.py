@@ -1,0 +1,149 @@
+"""Training windows streamed from a prepared dataset.
+
+Only `buffer_clips` segments are in memory at once, so the dataset may be far larger than
+memory (VoxCeleb2 scale): segments are visited in a shuffled order, each rank of a multi-GPU
+run reads its own share of them, and windows are drawn from the segments in the buffer.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from backend.dataset.index import ClipRecord, SegmentRecord, load_features, load_index
+from backend.evaluation.metrics import speech_frames
+from backend.model.motion_space import MotionSpace
+from retarget.face import topology
+from retarget.face.measures import inner_lip_gap
+from retarget.motion_file import load_motion
+
+CLOSED_GAP = 0.025   # inter-ocular units: lips touching (the eval's closure threshold)
+
+
+@dataclass
+class TrainingSegment:
+    motion_raw: np.ndarray      # (T, D) lower/upper PCA coefficients, pose relative to clip start
+    features: np.ndarray        # (T, F)
+    identity: np.ndarray        # (K_i,) whitened identity code
+    neutral_lip_gap: np.ndarray  # (3,) neutral[13] - neutral[14], canonical frame
+    closed: np.ndarray          # (T,) bool: lips together during speech
+
+
+def list_segments(dataset: str | Path, split: str) -> list[tuple[ClipRecord, SegmentRecord]]:
+    return [(c, s) for c in load_index(dataset) if c.status == "ok" and c.split == split
+            for s in c.segments]
+
+
+def load_training_segment(dataset: str | Path, segment: SegmentRecord, space: MotionSpace,
+                          extractor: str) -> TrainingSegment:
+    motion = load_motion(Path(dataset) / segment.file)
+    canonical, neutral = motion.extras["canonical"], motion.extras["neutral"]
+    raw = space.encode(canonical, neutral, motion.pose) * space.motion_std
+    features = load_features(dataset, segment, extractor)
+    gap = inner_lip_gap(canonical)
+    speech = speech_frames(motion.extras["audio"], len(canonical), motion.fps)
+    return TrainingSegment(raw.astype(np.float32), features.astype(np.float32),
+                           space.identity_code(neutral),
+                           (neutral[topology.UPPER_INNER_LIP] - neutral[topology.LOWER_INNER_LIP]).astype(np.float32),
+                           (gap < CLOSED_GAP) & speech)
+
+
+@dataclass
+class WindowSettings:
+    window: int = 100
+    context: int = 16
+    context_probability: float = 0.5
+    augment: bool = True
+    tempo_range: float = 0.1         # time-stretch by up to ±10% (features and motion together)
+    feature_noise: float = 0.1       # Gaussian noise, as a share of the features' spread
+    identity_noise: float = 0.2      # in whitened identity units
+
+
+def sample_window(segment: TrainingSegment, space: MotionSpace, settings: WindowSettings,
+                  rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One training example: whitened motion (L, D), features (L, F), masks (L,)."""
+    length = settings.window
+    frames = len(segment.motion_raw)
+    tempo = 1.0
+    if settings.augment:
+        tempo = rng.uniform(1 - settings.tempo_range, 1 + settings.tempo_range)
+    span = min(frames, max(2, round(length * tempo)))
+    start = int(rng.integers(0, frames - span + 1))
+    # Resample `span` source frames onto min(length, span / tempo) output frames.
+    out_len = min(length, max(2, round(span / tempo)))
+    positions = start + np.linspace(0, span - 1, out_len)
+    motion = _interpolate(segment.motion_raw, positions)
+    features = _interpolate(segment.features, positions)
+    closed = segment.closed[np.round(positions).astype(int)]
+    pose = space.region_slices()["pose"]
+    motion[:, pose] -= motion[0, pose]
+    motion /= space.motion_std
+    identity = segment.identity.copy()
+    if settings.augment:
+        features = features + rng.normal(0, settings.feature_noise * features.std(), features.shape)
+        identity = identity + rng.normal(0, settings.identity_noise, identity.shape)
+
+    valid = np.zeros(length, bool)
+    valid[:out_len] = True
+    context_mask = np.zeros(length, np.float32)
+    if rng.random() < settings.context_probability and out_len > settings.context:
+        context_mask[:settings.context] = 1
+    return {
+        "motion": torch.from_numpy(_pad(motion, length)).float(),
+        "features": torch.from_numpy(_pad(features, length)).float(),
+        "identity": torch.from_numpy(identity).float(),
+        "neutral_lip_gap": torch.from_numpy(segment.neutral_lip_gap),
+        "closed": torch.from_numpy(_pad(closed, length)),
+        "valid": torch.from_numpy(valid),
+        "context_mask": torch.from_numpy(context_mask),
+    }
+
+
+class WindowStream(IterableDataset):
+    """Endless random windows from a split, `buffer_clips` segments in memory at a time."""
+
+    def __init__(self, dataset, split: str, space: MotionSpace, extractor: str,
+                 settings: WindowSettings, seed: int = 0, rank: int = 0, world: int = 1,
+                 buffer_clips: int = 64, windows_per_load: int = 16):
+        self.dataset, self.space, self.extractor = Path(dataset), space, extractor
+        self.settings, self.seed = settings, seed
+        self.segments = list_segments(dataset, split)[rank::world]
+        if not self.segments:
+            raise ValueError(f"{dataset}: no prepared {split!r} segments for rank {rank}")
+        self.buffer_clips, self.windows_per_load = buffer_clips, windows_per_load
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed)
+        buffer: list[TrainingSegment] = []
+        while True:
+            for index in rng.permutation(len(self.segments)):
+                loaded = load_training_segment(self.dataset, self.segments[index][1], self.space,
+                                               self.extractor)
+                if len(buffer) < self.buffer_clips:
+                    buffer.append(loaded)
+                else:
+                    buffer[int(rng.integers(len(buffer)))] = loaded
+                if len(buffer) < min(self.buffer_clips, len(self.segments)):
+                    continue
+                # Long segments hold more windows: draw in proportion to length.
+                weights = np.array([len(s.motion_raw) for s in buffer], dtype=np.float64)
+                for _ in range(self.windows_per_load):
+                    choice = buffer[int(rng.choice(len(buffer), p=weights / weights.sum()))]
+                    yield sample_window(choice, self.space, self.settings, rng)
+
+
+def _interpolate(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    left = np.floor(positions).astype(int)
+    right = np.minimum(left + 1, len(values) - 1)
+    weight = (positions - left)[:, None]
+    return (values[left] * (1 - weight) + values[right] * weight).astype(np.float32)
+
+
+def _pad(values: np.ndarray, length: int) -> np.ndarray:
+    if len(values) >= length:
+        return values[:length]
+    pad = [(0, length - len(values))] + [(0, 0)] * (values.ndim - 1)
+    return np.pad(values, pad)
