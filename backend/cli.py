@@ -45,6 +45,31 @@ def _git_commit() -> str:
     return out.stdout.strip()
 
 
+def _train(args) -> int:
+    from backend.training.train import main as train_main
+
+    train_main(args.train_args)
+    return 0
+
+
+def _animate(args) -> int:
+    from backend.generation.animate import AnimateRequest, animate_to_file
+    from backend.generation.generator import GenerationOptions
+    from backend.model.checkpoint import DEFAULT_MODEL
+
+    options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
+                                head_motion=args.head_motion, blink=not args.no_blink,
+                                steps=args.steps)
+    motion = animate_to_file(AnimateRequest(args.audio, args.ref, options, args.fps), args.out,
+                             args.preview, args.model or DEFAULT_MODEL)
+    timing = motion.meta.get("timing_s", {})
+    print(f"{args.out}: {motion.frame_count} frames at {motion.fps:g} fps "
+          f"({motion.duration_s:.1f} s); features {timing.get('features', 0):.2f} s, "
+          f"sampling {timing.get('sampling', 0):.2f} s"
+          + (f"; preview {args.preview}" if args.preview else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dimitra", description=(
         "Speech audio in, an animated face rig out. Run `dimitra COMMAND -h` for details."))
@@ -78,11 +103,39 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--truth", help="the prepared clip it is compared with")
     evaluate.add_argument("--json", help="also write the results as JSON here")
     evaluate.set_defaults(run=_eval)
+
+    animate = commands.add_parser(
+        "animate", help="speech + a reference face -> a motion file (and a preview video)",
+        description="Generate facial motion (lips, expression, blinks, head pose) for AUDIO "
+                    "(any common format, any length) on the face in --ref (an image, or a "
+                    "prepared .npz), written as a motion file (docs/FORMATS.md).")
+    animate.add_argument("audio")
+    animate.add_argument("--ref", required=True, help="reference image or prepared .npz")
+    animate.add_argument("--out", required=True, help="motion file to write (.npz)")
+    animate.add_argument("--preview", help="also render the mesh over the reference to this .mp4")
+    animate.add_argument("--seed", type=int, default=0)
+    animate.add_argument("--expressiveness", type=float, default=1.0,
+                         help="classifier-free guidance on the audio (1 = none; 1.5-2.5 livelier)")
+    animate.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
+    animate.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
+    animate.add_argument("--no-blink", action="store_true", help="keep the eyes open")
+    animate.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
+    animate.add_argument("--model", help="model file (default: the shipped model)")
+    animate.set_defaults(run=_animate)
+
+    train = commands.add_parser("train", help="train the cMDT on a prepared dataset",
+                                add_help=False)
+    train.set_defaults(run=_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, rest = build_parser().parse_known_args(argv)
+    if args.command == "train":
+        args.train_args = rest  # the training script owns its options (`dimitra train -h`)
+    elif rest:
+        build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
     return args.run(args)
 
 

@@ -105,3 +105,29 @@ def _validate(motion: Motion, path: Path) -> None:
         raise MotionFileError(f"{path}: pose must be (T, 6) with T={len(landmarks)}, got {pose.shape}")
     if not (np.isfinite(motion.fps) and motion.fps > 0):
         raise MotionFileError(f"{path}: fps must be a positive number, got {motion.fps}")
+
+
+def resample_motion(motion: Motion, fps: float) -> Motion:
+    """The same motion at another frame rate (linear in time; 23.976 and 29.97 work).
+
+    Frame k of the result is at k / fps seconds; the result covers the same duration.
+    Extras that are per frame are resampled too; others are kept as they are.
+    """
+    if fps <= 0 or not np.isfinite(fps):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if abs(fps - motion.fps) < 1e-9:
+        return motion
+    count = max(1, int(np.floor(motion.duration_s * fps + 1e-6)))
+    positions = np.minimum(np.arange(count) * motion.fps / fps, motion.frame_count - 1)
+    left = np.floor(positions).astype(int)
+    right = np.minimum(left + 1, motion.frame_count - 1)
+    weight = positions - left
+
+    def resample(values: np.ndarray) -> np.ndarray:
+        w = weight.reshape(-1, *([1] * (values.ndim - 1)))
+        return (values[left] * (1 - w) + values[right] * w).astype(values.dtype)
+
+    extras = {k: resample(v) if v.ndim and len(v) == motion.frame_count else v
+              for k, v in motion.extras.items()}
+    return Motion(resample(motion.landmarks), resample(motion.pose), float(fps),
+                  {**motion.meta, "resampled_from_fps": motion.fps}, extras)

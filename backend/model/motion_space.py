@@ -80,12 +80,14 @@ class MotionSpace:
         offset = (neutral - self.canonical_face).reshape(-1)
         return (self.identity_basis @ offset / self.identity_std).astype(np.float32)
 
-    def neutralise(self, face: np.ndarray, ridge: float = 0.1) -> np.ndarray:
+    def neutralise(self, face: np.ndarray, noise: float = 0.01) -> np.ndarray:
         """A speaker's neutral shape from one canonical frame that may be mid-expression.
 
         face - canonical_face is explained jointly by identity and expression components
-        (ridge least squares, each in units of its training spread); the expression part is
-        removed. A reference photo caught mid-word thus gets its mouth closed.
+        (MAP estimate: coefficients in units of their training spread with a unit Gaussian
+        prior, `noise` the per-coordinate spread, in inter-ocular units, of what neither
+        explains); the expression part is removed. A reference photo caught mid-word thus
+        gets its mouth closed.
         """
         expression = np.zeros((self.motion_dim - POSE_DIM, 478 * 3))
         parts = self.region_slices()
@@ -97,7 +99,7 @@ class MotionSpace:
         identity = self.identity_basis * self.identity_std[:, None]
         design = np.concatenate([identity, expression]).T          # (1434, K_i + K_e)
         target = (face - self.canonical_face).reshape(-1)
-        coeffs = np.linalg.solve(design.T @ design + ridge * np.eye(design.shape[1]),
+        coeffs = np.linalg.solve(design.T @ design + noise**2 * np.eye(design.shape[1]),
                                  design.T @ target)
         expression_part = coeffs[len(identity):] @ expression
         return (face - expression_part.reshape(478, 3)).astype(np.float32)

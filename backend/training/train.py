@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,9 +139,13 @@ def dev_scores(bundle: ModelBundle, dataset: Path, extractor: str) -> dict[str, 
         predicted = predict_prepared_clip(generator, clip, load_features(dataset, segment, extractor),
                                           GenerationOptions())
         rows.append(evaluate(predicted, clip))
-    means = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-    means["score"] = (means["aperture_corr"] + 0.5 * means["closure_recall"]
-                      - 0.5 * abs(means["motion_energy"] - 1) - 0.25 * abs(means["head_motion"] - 1))
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a metric NaN on every clip stays NaN
+        means = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+    # One number to select checkpoints by; a metric that cannot be measured counts as 0.
+    m = {k: float(np.nan_to_num(v)) for k, v in means.items()}
+    means["score"] = (m["aperture_corr"] + 0.5 * m["closure_recall"]
+                      - 0.5 * abs(m["motion_energy"] - 1) - 0.25 * abs(m["head_motion"] - 1))
     return means
 
 
@@ -218,7 +223,7 @@ def main(argv=None) -> None:
         done = step + 1
         if rank != 0:
             continue
-        if done % 25 == 0:
+        if done % min(25, args.dev_every) == 0:
             with loss_log.open("a") as handle:
                 handle.write(f"{done},{learning_rate(step, args):.6g}," + ",".join(
                     f"{losses[k].item():.6g}" for k in ("loss", "mse", "velocity", "closure"))
@@ -228,7 +233,7 @@ def main(argv=None) -> None:
             _append_dev_row(out / "dev.csv", done, scores)
             print(f"step {done}: loss {losses['loss'].item():.4f} dev " + " ".join(
                 f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
-            if scores["score"] > state["best_score"]:
+            if scores["score"] > state["best_score"] or not (out / "best.safetensors").exists():
                 state["best_score"] = scores["score"]
                 save_bundle(out / "best.safetensors", ema, space, args.features,
                             meta | {"step": done, "dev": scores})

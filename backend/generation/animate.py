@@ -1,0 +1,83 @@
+"""`dimitra animate AUDIO --ref IMAGE --out OUT.npz`: speech + a reference face -> motion file.
+
+Audio is decoded and loudness-normalised (the training audio was), turned into speech
+features, and the cMDT generates motion from the reference face's neutral shape; the motion
+is placed in the reference image's pixel frame and written atomically. `--preview` renders the
+landmark mesh over the reference, with the audio.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from backend.generation.generator import GenerationOptions, MotionGenerator
+from backend.generation.motion import generate_motion
+from backend.model.checkpoint import DEFAULT_MODEL, load_bundle
+from retarget.motion_file import Motion, resample_motion, save_motion
+
+MAX_AUDIO_SECONDS = 4 * 3600
+
+
+@dataclass
+class AnimateRequest:
+    audio: str | Path | bytes
+    reference: str | Path | bytes
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    fps: float = 25.0
+
+
+class Animator:
+    """The model loaded once; `animate` for every request (the server keeps one per worker)."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, device: str = "cpu"):
+        from backend.features.speech_features import get_extractor
+
+        self.model_path = Path(model_path)
+        self.bundle = load_bundle(model_path, device)
+        self.generator = MotionGenerator(self.bundle, device)
+        self.extractor = get_extractor(self.bundle.feature_extractor)
+
+    def speech_features(self, audio_16k: np.ndarray) -> np.ndarray:
+        """(N,) 16 kHz -> (T, F) at 25 fps."""
+        return self.extractor.extract(audio_16k, 25.0)
+
+    def animate(self, request: AnimateRequest) -> tuple[Motion, np.ndarray, object]:
+        """Returns the motion, the normalised 16 kHz audio, and the Reference."""
+        from backend.generation.reference import load_reference
+        from backend.media.audio import load_audio, normalize_loudness
+
+        audio = normalize_loudness(load_audio(request.audio, max_seconds=MAX_AUDIO_SECONDS))
+        reference = load_reference(request.reference)
+        started = time.perf_counter()
+        features = self.speech_features(audio)
+        feature_seconds = time.perf_counter() - started
+        motion = generate_motion(self.generator, features, reference.canonical, reference.head_pose,
+                                 request.options, {
+                                     "audio": _describe(request.audio),
+                                     "reference": reference.source,
+                                     "image_size": list(reference.image_size),
+                                     "model": self.model_path.name,
+                                     "features": self.bundle.feature_extractor,
+                                     "timing_s": {"features": round(feature_seconds, 3),
+                                                  "sampling": round(time.perf_counter() - started
+                                                                    - feature_seconds, 3)}})
+        if not (np.isfinite(motion.landmarks).all() and np.isfinite(motion.pose).all()):
+            raise RuntimeError("the model produced non-finite motion; please report this input")
+        return resample_motion(motion, request.fps), audio, reference
+
+
+def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Path | None = None,
+                    model_path: str | Path = DEFAULT_MODEL) -> Motion:
+    motion, audio, reference = Animator(model_path).animate(request)
+    save_motion(out, motion)
+    if preview:
+        from backend.generation.preview import render_preview
+
+        render_preview(motion, reference.image, audio, preview, image_size=reference.image_size)
+    return motion
+
+
+def _describe(source) -> str:
+    return f"<{len(source)} bytes>" if isinstance(source, bytes) else str(source)
