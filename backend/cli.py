@@ -27,7 +27,18 @@ def _eval(args) -> int:
     else:
         if not args.dataset:
             sys.exit("dimitra eval: give a prepared DATASET folder, or --pred and --truth")
-        result = evaluate_split(args.dataset, args.split, args.predictions)
+        predictions = args.predictions
+        if args.model:
+            import tempfile
+
+            from backend.generation.generator import GenerationOptions
+            from backend.generation.motion import predict_split
+
+            predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
+            options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
+                                        steps=args.steps, lip_contact=args.lip_contact)
+            predict_split(args.model, args.dataset, args.split, predictions, options)
+        result = evaluate_split(args.dataset, args.split, predictions)
         print(format_table(result))
     if args.json:
         result["provenance"] = {"command": " ".join(["dimitra", *sys.argv[1:]]),
@@ -102,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", help="one predicted motion file")
     evaluate.add_argument("--truth", help="the prepared clip it is compared with")
     evaluate.add_argument("--json", help="also write the results as JSON here")
+    evaluate.add_argument("--model", help="generate the predictions with this model file first "
+                                          "(kept in --predictions when given)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--expressiveness", type=float, default=1.0)
+    evaluate.add_argument("--steps", type=int, default=8)
+    evaluate.add_argument("--lip-contact", type=float, default=0.05)
     evaluate.set_defaults(run=_eval)
 
     animate = commands.add_parser(

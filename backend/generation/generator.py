@@ -12,6 +12,7 @@ import torch
 
 from backend.diffusion.sampler import ddim_sample
 from backend.diffusion.schedule import NoiseSchedule
+from backend.generation.lip_contact import apply_lip_contact
 from backend.model.checkpoint import ModelBundle
 from retarget.face import topology
 
@@ -25,6 +26,7 @@ class GenerationOptions:
     upper_face: float = 1.0       # scales brows, lids and gaze
     blink: bool = True
     steps: int = 8                # DDIM steps
+    lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
 
     def validate(self) -> None:
         for name in ("expressiveness", "head_motion", "lips", "upper_face"):
@@ -89,7 +91,7 @@ class MotionGenerator:
         if not options.blink:
             raw[:, parts["upper"]] = self._without_blinks(raw[:, parts["upper"]])
         canonical, pose = space.decode(raw / space.motion_std, neutral)
-        return canonical, pose
+        return apply_lip_contact(canonical, options.lip_contact), pose
 
     def _sample(self, audio, identity, given, mask, options, seed) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)

@@ -32,3 +32,22 @@ def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np
                             clip.extras["head_translation"][0])
     return generate_motion(generator, features, clip.extras["canonical"][0], first_pose, options,
                            {"segment_id": clip.meta.get("segment_id", "")})
+
+
+def predict_split(model_path, dataset, split: str, out_dir, options: GenerationOptions) -> int:
+    """Write `<segment_id>.npz` predictions for every prepared segment of a split."""
+    from pathlib import Path
+
+    from backend.dataset.index import iter_segments, load_features
+    from backend.model.checkpoint import load_bundle
+    from retarget.motion_file import save_motion
+
+    bundle = load_bundle(model_path)
+    generator = MotionGenerator(bundle)
+    count = 0
+    for _, segment, clip in iter_segments(dataset, split):
+        features = load_features(dataset, segment, bundle.feature_extractor)
+        save_motion(Path(out_dir) / f"{segment.segment_id}.npz",
+                    predict_prepared_clip(generator, clip, features, options))
+        count += 1
+    return count

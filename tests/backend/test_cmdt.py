@@ -70,11 +70,11 @@ def tiny_model() -> CMDT:
 
 def model_inputs(batch: int, length: int):
     torch.manual_seed(0)
-    return dict(x_t=torch.randn(batch, length, 13), t=torch.randint(0, 500, (batch,)),
-                audio=torch.randn(batch, length, 8), identity=torch.randn(batch, 5),
-                context=torch.randn(batch, length, 13), context_mask=torch.zeros(batch, length),
-                drop_audio=torch.zeros(batch, dtype=torch.bool),
-                drop_identity=torch.zeros(batch, dtype=torch.bool))
+    return {"x_t": torch.randn(batch, length, 13), "t": torch.randint(0, 500, (batch,)),
+            "audio": torch.randn(batch, length, 8), "identity": torch.randn(batch, 5),
+            "context": torch.randn(batch, length, 13), "context_mask": torch.zeros(batch, length),
+            "drop_audio": torch.zeros(batch, dtype=torch.bool),
+            "drop_identity": torch.zeros(batch, dtype=torch.bool)}
 
 
 def test_a_fresh_model_outputs_zero_and_shapes_follow_the_window():

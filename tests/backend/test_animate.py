@@ -1,0 +1,130 @@
+"""`dimitra animate` with the shipped model: what a user sees in the motion file and preview."""
+
+import numpy as np
+import pytest
+
+from backend.cli import main as dimitra
+from backend.demo import REFERENCE_IMAGE, SPEECH
+from backend.evaluation.metrics import normalise_sequence
+from backend.generation.animate import AnimateRequest, Animator
+from backend.generation.generator import GenerationOptions
+from backend.media.audio import frame_rms_db, load_audio, write_wav_atomic
+from backend.model.checkpoint import DEFAULT_MODEL
+from retarget.face.measures import eyelid_aperture, inner_lip_gap
+from retarget.motion_file import load_motion
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model yet")
+
+
+@pytest.fixture(scope="module")
+def animator():
+    return Animator()
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return load_audio(SPEECH)
+
+
+def mouth_gap(motion):
+    return inner_lip_gap(normalise_sequence(motion.landmarks).landmarks)
+
+
+def test_the_mouth_follows_the_speech_on_the_reference_face(animator, tmp_path):
+    motion, audio, reference = animator.animate(AnimateRequest(SPEECH, REFERENCE_IMAGE))
+    assert motion.landmarks.shape == (round(len(audio) / 640), 478, 3)
+    assert np.isfinite(motion.landmarks).all()
+    width, height = reference.image_size
+    xy = motion.landmarks[..., :2]
+    assert (xy > 0).all() and (xy[..., 0] < width).all() and (xy[..., 1] < height).all()
+    gap = mouth_gap(motion)
+    loudness = np.convolve(frame_rms_db(audio)[:len(gap)], np.ones(5) / 5, mode="same")
+    assert np.corrcoef(gap, loudness)[0, 1] > 0.3
+    assert gap.max() > 0.1  # it opens
+    assert (gap < 0.05).mean() > 0.05  # and it closes
+
+
+def test_silence_gives_a_closed_still_mouth_and_living_eyes(animator, tmp_path):
+    silence = tmp_path / "silence.wav"
+    write_wav_atomic(silence, np.zeros(16_000 * 8, np.float32), 16_000)
+    motion, _, _ = animator.animate(AnimateRequest(silence, REFERENCE_IMAGE))
+    gap = mouth_gap(motion)
+    assert np.median(gap) < 0.05 and gap.std() < 0.03
+    assert np.degrees(np.abs(motion.pose[:, :3])).max() < 15  # small head motion, no drift away
+
+
+def test_same_seed_same_motion_other_seed_other_motion(animator, speech):
+    audio = speech[:16_000 * 3]
+    a, _, _ = animator.animate(AnimateRequest(audio_bytes(audio), REFERENCE_IMAGE,
+                                              GenerationOptions(seed=3)))
+    b, _, _ = animator.animate(AnimateRequest(audio_bytes(audio), REFERENCE_IMAGE,
+                                              GenerationOptions(seed=3)))
+    c, _, _ = animator.animate(AnimateRequest(audio_bytes(audio), REFERENCE_IMAGE,
+                                              GenerationOptions(seed=4)))
+    np.testing.assert_array_equal(a.landmarks, b.landmarks)
+    assert np.abs(a.landmarks - c.landmarks).max() > 0.1
+
+
+def test_no_window_seams_in_long_audio(animator, speech):
+    """Frame-to-frame velocity at window borders looks like velocity inside windows."""
+    features = animator.speech_features(np.tile(speech, 3))  # 46 s: a dozen windows
+    neutral = animator.bundle.motion_space.canonical_face
+    canonical, _ = animator.generator.generate(features, neutral)
+    speed = np.linalg.norm(np.diff(canonical, axis=0), axis=2).mean(1)   # (T-1,)
+    config = animator.generator.config
+    hop = config.window - config.context
+    borders = np.arange(config.window - 1, len(speed), hop)
+    inside = np.setdiff1d(np.arange(len(speed)), np.concatenate([borders - 1, borders, borders + 1]))
+    assert np.median(speed[borders]) < np.percentile(speed[inside], 90)
+    assert np.median(speed[borders]) < 2 * np.median(speed[inside])
+
+
+def test_no_blink_keeps_the_eyes_open(animator, speech):
+    audio = speech[:16_000 * 8]
+    open_eyes, _, _ = animator.animate(AnimateRequest(audio_bytes(audio), REFERENCE_IMAGE,
+                                                      GenerationOptions(blink=False)))
+    aperture = eyelid_aperture(open_eyes.extras["canonical"])
+    neutral = eyelid_aperture(open_eyes.extras["neutral"][None])[0]
+    assert (aperture >= neutral - 0.02).all()
+
+
+def test_cli_writes_the_motion_file_at_the_asked_fps_and_a_preview(tmp_path, capsys):
+    clip = tmp_path / "line.wav"
+    write_wav_atomic(clip, load_audio(SPEECH)[:16_000 * 2], 16_000)
+    out, preview = tmp_path / "line.npz", tmp_path / "line.mp4"
+    assert dimitra(["animate", str(clip), "--ref", str(REFERENCE_IMAGE), "--out", str(out),
+                    "--fps", "29.97", "--preview", str(preview), "--seed", "1"]) == 0
+    motion = load_motion(out)
+    assert motion.fps == pytest.approx(29.97) and abs(motion.frame_count - 59) <= 1
+    assert motion.meta["image_size"] == [384, 384]
+    from backend.media.video import probe_video
+
+    info = probe_video(preview)
+    assert info.has_audio and info.width == 384
+
+
+@pytest.mark.parametrize("seconds", [0.2, 1.0])
+def test_very_short_clips_work(animator, speech, seconds):
+    motion, _, _ = animator.animate(AnimateRequest(audio_bytes(speech[:int(16_000 * seconds)]),
+                                                   REFERENCE_IMAGE))
+    assert motion.frame_count == round(seconds * 25)
+    assert np.isfinite(motion.landmarks).all()
+
+
+def test_a_face_free_reference_is_refused_clearly(animator, tmp_path):
+    from PIL import Image
+
+    blank = tmp_path / "wall.png"
+    Image.new("RGB", (256, 256), (120, 120, 120)).save(blank)
+    with pytest.raises(ValueError, match="wall.png"):
+        animator.animate(AnimateRequest(SPEECH, blank))
+
+
+def audio_bytes(samples: np.ndarray) -> bytes:
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, 16_000, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
