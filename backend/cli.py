@@ -36,7 +36,8 @@ def _eval(args) -> int:
 
             predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
             options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
-                                        steps=args.steps, lip_contact=args.lip_contact)
+                                        steps=args.steps, lip_contact=args.lip_contact,
+                                        closure_guidance=args.closure_guidance)
             predict_split(args.model, args.dataset, args.split, predictions, options)
         result = evaluate_split(args.dataset, args.split, predictions)
         print(format_table(result))
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--expressiveness", type=float, default=1.0)
     evaluate.add_argument("--steps", type=int, default=8)
     evaluate.add_argument("--lip-contact", type=float, default=0.05)
+    evaluate.add_argument("--closure-guidance", type=float, default=1.0)
     evaluate.set_defaults(run=_eval)
 
     animate = commands.add_parser(

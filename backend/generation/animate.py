@@ -52,6 +52,11 @@ class Animator:
         reference = load_reference(request.reference)
         started = time.perf_counter()
         features = self.speech_features(audio)
+        bilabials = None
+        if request.options.closure_guidance > 0:
+            from backend.features.bilabials import bilabial_frames
+
+            bilabials = bilabial_frames(audio)[:len(features)]
         feature_seconds = time.perf_counter() - started
         motion = generate_motion(self.generator, features, reference.canonical, reference.head_pose,
                                  request.options, {
@@ -62,7 +67,8 @@ class Animator:
                                      "features": self.bundle.feature_extractor,
                                      "timing_s": {"features": round(feature_seconds, 3),
                                                   "sampling": round(time.perf_counter() - started
-                                                                    - feature_seconds, 3)}})
+                                                                    - feature_seconds, 3)}},
+                                 bilabials)
         if not (np.isfinite(motion.landmarks).all() and np.isfinite(motion.pose).all()):
             raise RuntimeError("the model produced non-finite motion; please report this input")
         return resample_motion(motion, request.fps), audio, reference

@@ -27,6 +27,7 @@ class GenerationOptions:
     blink: bool = True
     steps: int = 8                # DDIM steps
     lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
+    closure_guidance: float = 1.0  # pull the lips shut on detected p/b/m frames; 0 = off
 
     def validate(self) -> None:
         for name in ("expressiveness", "head_motion", "lips", "upper_face"):
@@ -48,10 +49,12 @@ class MotionGenerator:
 
     @torch.no_grad()
     def generate(self, features: np.ndarray, neutral: np.ndarray,
-                 options: GenerationOptions | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 options: GenerationOptions | None = None, bilabials: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """features (T, F) at 25 fps, neutral (478, 3) canonical -> canonical (T, 478, 3), pose (T, 6).
 
-        pose is relative to frame 0 (radians, inter-ocular units).
+        pose is relative to frame 0 (radians, inter-ocular units). bilabials (T,) in [0, 1]
+        marks frames where the lips must meet (backend.features.bilabials).
         """
         options = options or GenerationOptions()
         options.validate()
@@ -61,6 +64,7 @@ class MotionGenerator:
         std = torch.as_tensor(space.motion_std, dtype=torch.float32)
         pose_slice = space.region_slices()["pose"]
         identity = torch.as_tensor(space.identity_code(neutral))[None]
+        closure = self._closure_guide(neutral, bilabials, options.closure_guidance, frames)
         motion = torch.zeros(frames, space.motion_dim)          # raw (un-whitened) units
         start, index = 0, 0
         while start < frames:
@@ -78,13 +82,16 @@ class MotionGenerator:
             else:
                 offset = motion[0, pose_slice] * 0
             audio = torch.as_tensor(features[begin:begin + length], dtype=torch.float32)[None]
-            x0 = self._sample(audio, identity, given, mask, options, options.seed * 100_003 + index)
+            guide = None if closure is None else closure[begin:begin + length]
+            x0 = self._sample(audio, identity, given, mask, options, options.seed * 100_003 + index,
+                              guide)
             x0 = x0[0] * std
             x0[:, pose_slice] += offset
             motion[start:begin + length] = x0[known:]
             start, index = begin + length, index + 1
         raw = motion.numpy()
         parts = space.region_slices()
+        raw[:, parts["pose"]] = steady_pose(raw[:, parts["pose"]])
         raw[:, parts["lower"]] *= options.lips
         raw[:, parts["upper"]] *= options.upper_face
         raw[:, parts["pose"]] *= options.head_motion
@@ -93,7 +100,7 @@ class MotionGenerator:
         canonical, pose = space.decode(raw / space.motion_std, neutral)
         return apply_lip_contact(canonical, options.lip_contact), pose
 
-    def _sample(self, audio, identity, given, mask, options, seed) -> torch.Tensor:
+    def _sample(self, audio, identity, given, mask, options, seed, closure=None) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
         length = audio.shape[1]
         guided = options.expressiveness != 1.0
@@ -101,17 +108,26 @@ class MotionGenerator:
 
         def denoise(x_t, t):
             if not guided:
-                return self.model(x_t, t, audio, identity, given, mask, keep, keep)
-            both = self.model(x_t.repeat(2, 1, 1), t.repeat(2), audio.repeat(2, 1, 1),
-                              identity.repeat(2, 1), given.repeat(2, 1, 1), mask.repeat(2, 1),
-                              torch.tensor([False, True]), torch.tensor([False, False]))
-            conditional, without_audio = both[:1], both[1:]
-            return without_audio + options.expressiveness * (conditional - without_audio)
+                x0 = self.model(x_t, t, audio, identity, given, mask, keep, keep)
+            else:
+                both = self.model(x_t.repeat(2, 1, 1), t.repeat(2), audio.repeat(2, 1, 1),
+                                  identity.repeat(2, 1), given.repeat(2, 1, 1), mask.repeat(2, 1),
+                                  torch.tensor([False, True]), torch.tensor([False, False]))
+                conditional, without_audio = both[:1], both[1:]
+                x0 = without_audio + options.expressiveness * (conditional - without_audio)
+            return x0 if closure is None else closure.apply(x0)
 
         x0 = ddim_sample(denoise, (1, length, self.space.motion_dim), self.schedule,
                          options.steps, generator)
         known = mask[..., None] > 0
         return torch.where(known, given, x0)   # the carried-over frames stay exactly as they were
+
+    def _closure_guide(self, neutral, bilabials, strength, frames) -> "ClosureGuide | None":
+        if bilabials is None or strength <= 0 or not np.any(bilabials):
+            return None
+        if len(bilabials) != frames:
+            raise ValueError(f"bilabials has {len(bilabials)} frames, the features {frames}")
+        return ClosureGuide(self.space, neutral, np.clip(bilabials, 0, 1) * min(strength, 1.0))
 
     def _without_blinks(self, upper_raw: np.ndarray) -> np.ndarray:
         """Remove any closing of the eyelids below the neutral opening (raw upper coefficients)."""
@@ -125,4 +141,57 @@ class MotionGenerator:
             closing = out @ direction                            # (T,) change of the gap
             shut = np.minimum(closing, 0.0)
             out -= np.outer(shut / (direction @ direction), direction)
+        return out
+
+
+def steady_pose(pose: np.ndarray, seconds: float = 8.0, fps: float = 25.0) -> np.ndarray:
+    """(T, 6) pose -> the same motion starting at the reference pose and without slow drift.
+
+    Each window continues the pose of the one before, so small biases add up like a random
+    walk; over an hour the head would wander off. Motion slower than `seconds` (a zero-phase
+    moving average) is taken out, keeping the nods and turns of speech and frame 0 at zero.
+    """
+    pose = pose - pose[0]
+    width = int(seconds * fps) | 1
+    if len(pose) <= width // 2:
+        return pose
+    padded = np.pad(pose, ((width // 2, width // 2), (0, 0)), mode="reflect")
+    kernel = np.ones(width) / width
+    slow = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(pose.shape[1])], 1)
+    return pose - (slow - slow[0])
+
+
+class ClosureGuide:
+    """Guidance at sampling: on bilabial frames, the x0 estimate is corrected so the inner
+    lips (points 13, 14) meet, by the smallest change of the lower-face coefficients (in
+    whitened units). The sampler then carries on from the corrected estimate, so jaw and
+    cheeks settle around the closed lips instead of being pasted on afterwards."""
+
+    def __init__(self, space, neutral: np.ndarray, weights: np.ndarray):
+        position = {p: i for i, p in enumerate(space.lower_points)}
+        basis = space.lower_basis.reshape(len(space.lower_basis), -1, 3)
+        lower = space.region_slices()["lower"]
+        # Inner-lip gap as a function of whitened lower coefficients: gap = n + z @ G.
+        gap_basis = (basis[:, position[topology.UPPER_INNER_LIP]]
+                     - basis[:, position[topology.LOWER_INNER_LIP]]) * space.motion_std[lower, None]
+        self.lower = lower
+        self.gap_basis = torch.tensor(gap_basis, dtype=torch.float32)                  # (K, 3)
+        self.pinv = torch.linalg.pinv(self.gap_basis)                                   # (3, K)
+        self.neutral_gap = torch.tensor(neutral[topology.UPPER_INNER_LIP]
+                                        - neutral[topology.LOWER_INNER_LIP], dtype=torch.float32)
+        self.weights = torch.tensor(weights, dtype=torch.float32)                       # (T,)
+
+    def __getitem__(self, frames: slice) -> "ClosureGuide":
+        part = object.__new__(ClosureGuide)
+        part.__dict__.update(self.__dict__)
+        part.weights = self.weights[frames]
+        return part
+
+    def apply(self, x0: torch.Tensor) -> torch.Tensor:
+        """x0 (B, L, D) whitened -> the same with the lips closed where the weights say."""
+        lower = x0[..., self.lower]
+        gap = self.neutral_gap + lower @ self.gap_basis                                 # (B, L, 3)
+        correction = -(self.weights[None, :, None] * gap) @ self.pinv                  # (B, L, K)
+        out = x0.clone()
+        out[..., self.lower] = lower + correction
         return out

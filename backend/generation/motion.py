@@ -10,13 +10,14 @@ MODEL_FPS = 25.0
 
 
 def generate_motion(generator: MotionGenerator, features: np.ndarray, reference_canonical: np.ndarray,
-                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None
-                    ) -> Motion:
+                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None,
+                    bilabials: np.ndarray | None = None) -> Motion:
     """features (T, F) at 25 fps; the reference face's canonical shape (478, 3) and its head
-    pose (canonical -> reference pixels). The reference may be mid-expression: its neutral
-    shape is estimated first, so the mouth can close."""
+    pose (canonical -> reference pixels); bilabials (T,) where the lips must meet. The
+    reference may be mid-expression: its neutral shape is estimated first, so the mouth can
+    close."""
     neutral = generator.space.neutralise(reference_canonical)
-    canonical, pose = generator.generate(features, neutral, options)
+    canonical, pose = generator.generate(features, neutral, options, bilabials)
     landmarks = pose_from_relative(pose.astype(np.float64), reference_pose).apply(canonical)
     return Motion(landmarks=landmarks.astype(np.float32), pose=pose, fps=MODEL_FPS,
                   meta={"options": vars(options), **(meta or {})},
@@ -30,8 +31,13 @@ def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np
     first_pose = Similarity(clip.extras["head_scale"][0],
                             PIXEL_FROM_UPRIGHT @ clip.extras["head_rotation"][0],
                             clip.extras["head_translation"][0])
+    bilabials = None
+    if options.closure_guidance > 0:
+        from backend.features.bilabials import bilabial_frames
+
+        bilabials = bilabial_frames(clip.extras["audio"], clip.fps)[:len(features)]
     return generate_motion(generator, features, clip.extras["canonical"][0], first_pose, options,
-                           {"segment_id": clip.meta.get("segment_id", "")})
+                           {"segment_id": clip.meta.get("segment_id", "")}, bilabials)
 
 
 def predict_split(model_path, dataset, split: str, out_dir, options: GenerationOptions) -> int:

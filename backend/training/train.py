@@ -3,8 +3,8 @@
 Straight-line, after DiT's train.py: parse, build, loop, save. The same script runs on the
 CPU, on one GPU (bf16 autocast) or on several under `torchrun` (DDP, one process per GPU).
 RUN_DIR gets `last.safetensors` (resumable, with `train_state.safetensors` and
-`train_state.json`), `best.safetensors` (best dev score so far, EMA weights), `loss.csv`,
-`loss.png` and `dev.csv`.
+`train_state.json`), `best.safetensors` (best dev score so far, EMA weights),
+`snapshots/ema_<step>.safetensors` at every dev evaluation, `loss.csv`, `loss.png`, `dev.csv`.
 """
 
 import argparse
@@ -229,6 +229,9 @@ def main(argv=None) -> None:
                     f"{losses[k].item():.6g}" for k in ("loss", "mse", "velocity", "closure"))
                     + f",{time.perf_counter() - started:.1f}\n")
         if done % args.dev_every == 0 or done == args.steps:
+            # Every evaluated EMA snapshot is kept (a few MB), so any step can be compared later.
+            save_bundle(out / "snapshots" / f"ema_{done:06d}.safetensors", ema, space,
+                        args.features, meta | {"step": done})
             scores = dev_scores(ModelBundle(ema, space, args.features), dataset, args.features)
             _append_dev_row(out / "dev.csv", done, scores)
             print(f"step {done}: loss {losses['loss'].item():.4f} dev " + " ".join(
