@@ -13,13 +13,12 @@ Documented for users in docs/FORMATS.md.
 """
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic_file import atomic_open
 from .face.topology import NUM_LANDMARKS
 
 FORMAT_VERSION = 1
@@ -59,15 +58,8 @@ def save_motion(path: str | Path, motion: Motion) -> Path:
     reserved = arrays.keys() & motion.extras.keys()
     if reserved:
         raise ValueError(f"extras may not reuse the names {sorted(reserved)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays, **motion.extras)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        np.savez(handle, **arrays, **motion.extras)
     return path
 
 

@@ -8,12 +8,11 @@ the mean to retarget/face/data/canonical_face.npy. Every later `prepare` depends
 """
 
 import argparse
-import os
-import tempfile
 
 import numpy as np
 
 from backend.dataset.index import iter_segments
+from retarget.atomic_file import atomic_open
 from retarget.face.canonical import CANONICAL_FACE_PATH, build_canonical_face
 from retarget.face.pose import PIXEL_FROM_UPRIGHT
 
@@ -29,10 +28,8 @@ def neutral_shapes(dataset, split: str = "train") -> np.ndarray:
 
 
 def write_canonical_face(face: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".npy", dir=CANONICAL_FACE_PATH.parent)
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_open(CANONICAL_FACE_PATH) as handle:
         np.save(handle, face.astype(np.float64))
-    os.replace(tmp, CANONICAL_FACE_PATH)
 
 
 def main() -> None:

@@ -16,14 +16,13 @@ The segment's `pose` is relative to its first frame.
 """
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from retarget.atomic_file import atomic_open
 from retarget.motion_file import Motion, load_motion
 
 INDEX_NAME = "index.json"
@@ -84,10 +83,8 @@ def save_index(dataset: str | Path, clips: list[ClipRecord]) -> None:
     dataset.mkdir(parents=True, exist_ok=True)
     payload = {"version": INDEX_VERSION,
                "clips": [asdict(c) for c in sorted(clips, key=lambda c: c.clip_id)]}
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".json", dir=dataset)
-    with os.fdopen(fd, "w") as handle:
+    with atomic_open(dataset / INDEX_NAME, "w") as handle:
         json.dump(payload, handle, indent=1)
-    os.replace(tmp, dataset / INDEX_NAME)
 
 
 def iter_segments(dataset: str | Path, split: str | None = None

@@ -16,14 +16,13 @@ Metrics that a segment cannot measure are NaN in memory and null in JSON.
 
 import json
 import math
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from backend.dataset.index import iter_segments
+from retarget.atomic_file import atomic_open
 from retarget.motion_file import Motion, load_motion
 
 from .baselines import amplitude_baseline, static_baseline
@@ -126,16 +125,9 @@ def format_table(result: dict) -> str:
 def write_json(path: str | Path, result: dict) -> Path:
     """Write the result as JSON (NaN as null) atomically: a temp file, then a rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_without_nan(result), indent=1, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as handle:
+        handle.write(text + "\n")
     return path
 
 

@@ -17,7 +17,6 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import ctranslate2
 from faster_whisper.feature_extractor import FeatureExtractor
+
+from retarget.atomic_file import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +252,6 @@ class FeatureCache:
             except (OSError, ValueError):
                 log.warning("feature cache entry %s is unreadable; computing it again", path)
         features = extractor.extract(samples, fps)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                np.save(file, features)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path) as file:
+            np.save(file, features)
         return features

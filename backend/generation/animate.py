@@ -64,11 +64,11 @@ class Animator:
                                      "reference": reference.source,
                                      "image_size": list(reference.image_size),
                                      "model": self.model_path.name,
-                                     "features": self.bundle.feature_extractor,
-                                     "timing_s": {"features": round(feature_seconds, 3),
-                                                  "sampling": round(time.perf_counter() - started
-                                                                    - feature_seconds, 3)}},
+                                     "features": self.bundle.feature_extractor},
                                  bilabials)
+        sampling_seconds = time.perf_counter() - started - feature_seconds
+        motion.meta["timing_s"] = {"features": round(feature_seconds, 3),
+                                   "sampling": round(sampling_seconds, 3)}
         if not (np.isfinite(motion.landmarks).all() and np.isfinite(motion.pose).all()):
             raise RuntimeError("the model produced non-finite motion; please report this input")
         return resample_motion(motion, request.fps), audio, reference

@@ -13,13 +13,14 @@ channel by 0.707, so channels are averaged here instead.
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import av
 import numpy as np
 import pyloudnorm
 import soundfile
+
+from retarget.atomic_file import atomic_open
 
 SAMPLE_RATE = 16_000
 FLOOR_DB = -100.0
@@ -208,14 +209,6 @@ def frame_rms_db(samples: np.ndarray, fps: float = 25.0,
 
 def write_wav_atomic(path, samples: np.ndarray, sample_rate: int) -> None:
     """Write (N,) or (N, C) samples in [-1, 1] as 16-bit PCM WAV; never leaves a partial file."""
-    path = Path(path)
-    # Same folder, so os.replace is a rename on one file system.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            # soundfile clips values beyond full scale when converting to 16-bit.
-            soundfile.write(file, samples, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        # soundfile clips values beyond full scale when converting to 16-bit.
+        soundfile.write(file, samples, sample_rate, subtype="PCM_16", format="WAV")

@@ -14,6 +14,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from retarget.atomic_file import atomic_path
+
 
 class VideoError(ValueError):
     """A video that cannot be used; the message names the file and what to do."""
@@ -109,25 +111,20 @@ def write_video(path: str | Path, frames, fps: float, audio_16k: np.ndarray | No
     if first is None:
         raise ValueError(f"{path}: no frames to write")
     height, width = first.shape[0] // 2 * 2, first.shape[1] // 2 * 2  # H.264 wants even sizes
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-            video.options = {"crf": str(crf), "preset": preset}
-            audio = None
-            if audio_16k is not None and len(audio_16k):
-                audio = container.add_stream("aac", rate=16_000)
-                audio.layout = "mono"
-            for image in itertools.chain([first], frames):
-                image = np.ascontiguousarray(image[:height, :width])
-                container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-            container.mux(video.encode())
-            if audio is not None:
-                _mux_audio(container, audio, np.asarray(audio_16k, dtype=np.float32))
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"crf": str(crf), "preset": preset}
+        audio = None
+        if audio_16k is not None and len(audio_16k):
+            audio = container.add_stream("aac", rate=16_000)
+            audio.layout = "mono"
+        for image in itertools.chain([first], frames):
+            image = np.ascontiguousarray(image[:height, :width])
+            container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(video.encode())
+        if audio is not None:
+            _mux_audio(container, audio, np.asarray(audio_16k, dtype=np.float32))
     return path
 
 

@@ -4,8 +4,6 @@ Never pickle: a model file holds tensors and strings only, so loading one runs n
 """
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from backend.model.cmdt import CMDT, CMDTConfig
 from backend.model.motion_space import MotionSpace
+from retarget.atomic_file import atomic_path
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "cmdt_default.safetensors"
 
@@ -34,14 +33,8 @@ def save_bundle(path: str | Path, model: CMDT, motion_space: MotionSpace, featur
     tensors.update({k: torch.from_numpy(v) for k, v in motion_space.to_arrays().items()})
     header = {"config": json.dumps(model.config.to_dict()), "feature_extractor": feature_extractor,
               "meta": json.dumps(meta or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".safetensors", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 
