@@ -37,7 +37,8 @@ def _eval(args) -> int:
             predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
             options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
                                         steps=args.steps, lip_contact=args.lip_contact,
-                                        closure_guidance=args.closure_guidance)
+                                        closure_guidance=args.closure_guidance,
+                                        audio_delay=args.audio_delay)
             predict_split(args.model, args.dataset, args.split, predictions, options)
         result = evaluate_split(args.dataset, args.split, predictions)
         print(format_table(result))
@@ -117,10 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", help="generate the predictions with this model file first "
                                           "(kept in --predictions when given)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--expressiveness", type=float, default=1.0)
+    evaluate.add_argument("--expressiveness", type=float, default=1.5)
     evaluate.add_argument("--steps", type=int, default=8)
     evaluate.add_argument("--lip-contact", type=float, default=0.05)
     evaluate.add_argument("--closure-guidance", type=float, default=1.0)
+    evaluate.add_argument("--audio-delay", type=int, default=1)
     evaluate.set_defaults(run=_eval)
 
     animate = commands.add_parser(
@@ -133,8 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--out", required=True, help="motion file to write (.npz)")
     animate.add_argument("--preview", help="also render the mesh over the reference to this .mp4")
     animate.add_argument("--seed", type=int, default=0)
-    animate.add_argument("--expressiveness", type=float, default=1.0,
-                         help="classifier-free guidance on the audio (1 = none; 1.5-2.5 livelier)")
+    animate.add_argument("--expressiveness", type=float, default=1.5,
+                         help="classifier-free guidance on the audio (default 1.5; 1 = none, "
+                              "faster; 2-2.5 livelier)")
     animate.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
     animate.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
     animate.add_argument("--no-blink", action="store_true", help="keep the eyes open")

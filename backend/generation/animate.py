@@ -43,6 +43,17 @@ class Animator:
         """(N,) 16 kHz -> (T, F) at 25 fps."""
         return self.extractor.extract(audio_16k, 25.0)
 
+    def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions
+                           ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Everything the generator takes from the audio: features (T, F) and, when closure
+        guidance is on, the bilabial frames (T,)."""
+        features = self.speech_features(audio_16k)
+        if options.closure_guidance <= 0:
+            return features, None
+        from backend.features.bilabials import bilabial_frames
+
+        return features, bilabial_frames(audio_16k)[:len(features)]
+
     def animate(self, request: AnimateRequest) -> tuple[Motion, np.ndarray, object]:
         """Returns the motion, the normalised 16 kHz audio, and the Reference."""
         from backend.generation.reference import load_reference
@@ -51,12 +62,7 @@ class Animator:
         audio = normalize_loudness(load_audio(request.audio, max_seconds=MAX_AUDIO_SECONDS))
         reference = load_reference(request.reference)
         started = time.perf_counter()
-        features = self.speech_features(audio)
-        bilabials = None
-        if request.options.closure_guidance > 0:
-            from backend.features.bilabials import bilabial_frames
-
-            bilabials = bilabial_frames(audio)[:len(features)]
+        features, bilabials = self.audio_conditioning(audio, request.options)
         feature_seconds = time.perf_counter() - started
         motion = generate_motion(self.generator, features, reference.canonical, reference.head_pose,
                                  request.options, {

@@ -20,7 +20,7 @@ from retarget.face import topology
 @dataclass
 class GenerationOptions:
     seed: int = 0
-    expressiveness: float = 1.0   # classifier-free guidance on audio; 1 = plain conditional
+    expressiveness: float = 1.5   # classifier-free guidance on audio; 1 = plain conditional
     head_motion: float = 1.0      # scales head rotation and translation
     lips: float = 1.0             # scales lower-face motion
     upper_face: float = 1.0       # scales brows, lids and gaze
@@ -28,6 +28,7 @@ class GenerationOptions:
     steps: int = 8                # DDIM steps
     lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
     closure_guidance: float = 1.0  # pull the lips shut on detected p/b/m frames; 0 = off
+    audio_delay: int = 1          # frames the motion lags the audio features (chosen on dev)
 
     def validate(self) -> None:
         for name in ("expressiveness", "head_motion", "lips", "upper_face"):
@@ -59,6 +60,13 @@ class MotionGenerator:
         options = options or GenerationOptions()
         options.validate()
         frames = len(features)
+        if options.audio_delay:
+            # Motion at frame t is driven by the audio of frame t - delay.
+            shift = min(abs(options.audio_delay), frames)
+            if options.audio_delay > 0:
+                features = np.concatenate([np.repeat(features[:1], shift, 0), features[:frames - shift]])
+            else:
+                features = np.concatenate([features[shift:], np.repeat(features[-1:], shift, 0)])
         space, config = self.space, self.config
         window, context = config.window, config.context
         std = torch.as_tensor(space.motion_std, dtype=torch.float32)
@@ -144,7 +152,7 @@ class MotionGenerator:
         return out
 
 
-def steady_pose(pose: np.ndarray, seconds: float = 8.0, fps: float = 25.0) -> np.ndarray:
+def steady_pose(pose: np.ndarray, seconds: float = 30.0, fps: float = 25.0) -> np.ndarray:
     """(T, 6) pose -> the same motion starting at the reference pose and without slow drift.
 
     Each window continues the pose of the one before, so small biases add up like a random

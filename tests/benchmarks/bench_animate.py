@@ -15,15 +15,18 @@ import json, resource, sys, time
 import numpy as np
 from backend.demo import SPEECH
 from backend.generation.animate import Animator
+from backend.generation.generator import GenerationOptions
 from backend.media.audio import load_audio
 seconds = float(sys.argv[1])
+options = GenerationOptions()
 animator = Animator()
 speech = load_audio(SPEECH)
 audio = np.resize(speech, int(seconds * 16_000)).astype(np.float32)
 start = time.perf_counter()
-features = animator.speech_features(audio)
+features, bilabials = animator.audio_conditioning(audio, options)
 middle = time.perf_counter()
-canonical, pose = animator.generator.generate(features, animator.bundle.motion_space.canonical_face)
+canonical, pose = animator.generator.generate(features, animator.bundle.motion_space.canonical_face,
+                                              options, bilabials)
 end = time.perf_counter()
 print(json.dumps({"features_s": middle - start, "sampling_s": end - middle,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -36,17 +39,19 @@ def main(repeats: int = 3) -> dict:
 
     from backend.demo import SPEECH
     from backend.generation.animate import Animator
+    from backend.generation.generator import GenerationOptions
     from backend.media.audio import load_audio
 
     animator = Animator()
+    options = GenerationOptions()
     audio = np.resize(load_audio(SPEECH), 60 * 16_000).astype(np.float32)
     neutral = animator.bundle.motion_space.canonical_face
     feature_times, sampling_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        features = animator.speech_features(audio)
+        features, bilabials = animator.audio_conditioning(audio, options)
         middle = time.perf_counter()
-        animator.generator.generate(features, neutral)
+        animator.generator.generate(features, neutral, options, bilabials)
         feature_times.append(middle - start)
         sampling_times.append(time.perf_counter() - middle)
     features_s, sampling_s = statistics.median(feature_times), statistics.median(sampling_times)
