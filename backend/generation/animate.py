@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.generation.generator import GenerationOptions, MotionGenerator
-from backend.generation.motion import generate_motion
+from backend.generation.motion import audio_conditioning, generate_motion
 from backend.model.checkpoint import DEFAULT_MODEL, load_bundle
 from retarget.motion_file import Motion, resample_motion, save_motion
 
@@ -43,16 +43,9 @@ class Animator:
         """(N,) 16 kHz -> (T, F) at 25 fps."""
         return self.extractor.extract(audio_16k, 25.0)
 
-    def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions
-                           ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Everything the generator takes from the audio: features (T, F) and, when closure
-        guidance is on, the bilabial frames (T,)."""
-        features = self.speech_features(audio_16k)
-        if options.closure_guidance <= 0:
-            return features, None
-        from backend.features.bilabials import bilabial_frames
-
-        return features, bilabial_frames(audio_16k)[:len(features)]
+    def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
+        """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
+        return audio_conditioning(self.speech_features(audio_16k), audio_16k, options)
 
     def animate(self, request: AnimateRequest) -> tuple[Motion, np.ndarray, object]:
         """Returns the motion, the normalised 16 kHz audio, and the Reference."""
@@ -62,16 +55,15 @@ class Animator:
         audio = normalize_loudness(load_audio(request.audio, max_seconds=MAX_AUDIO_SECONDS))
         reference = load_reference(request.reference)
         started = time.perf_counter()
-        features, bilabials = self.audio_conditioning(audio, request.options)
+        conditioning = self.audio_conditioning(audio, request.options)
         feature_seconds = time.perf_counter() - started
-        motion = generate_motion(self.generator, features, reference.canonical, reference.head_pose,
+        motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,
                                  request.options, {
                                      "audio": _describe(request.audio),
                                      "reference": reference.source,
                                      "image_size": list(reference.image_size),
                                      "model": self.model_path.name,
-                                     "features": self.bundle.feature_extractor},
-                                 bilabials)
+                                     "features": self.bundle.feature_extractor})
         sampling_seconds = time.perf_counter() - started - feature_seconds
         motion.meta["timing_s"] = {"features": round(feature_seconds, 3),
                                    "sampling": round(sampling_seconds, 3)}

@@ -50,12 +50,13 @@ class MotionGenerator:
 
     @torch.no_grad()
     def generate(self, features: np.ndarray, neutral: np.ndarray,
-                 options: GenerationOptions | None = None, bilabials: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 options: GenerationOptions | None = None, bilabials: np.ndarray | None = None,
+                 silence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """features (T, F) at 25 fps, neutral (478, 3) canonical -> canonical (T, 478, 3), pose (T, 6).
 
         pose is relative to frame 0 (radians, inter-ocular units). bilabials (T,) in [0, 1]
-        marks frames where the lips must meet (backend.features.bilabials).
+        marks frames where the lips must meet (backend.features.bilabials); silence (T,) bool
+        marks frames without sound, where the face comes to rest.
         """
         options = options or GenerationOptions()
         options.validate()
@@ -99,6 +100,10 @@ class MotionGenerator:
             start, index = begin + length, index + 1
         raw = motion.numpy()
         parts = space.region_slices()
+        if silence is not None and silence.any():
+            rest = rest_weights(silence[:frames])
+            raw[:, parts["lower"]] *= (1 - rest)[:, None]
+            raw[:, parts["pose"]] = damp_motion(raw[:, parts["pose"]], 1 - 0.8 * rest)
         raw[:, parts["pose"]] = steady_pose(raw[:, parts["pose"]])
         raw[:, parts["lower"]] *= options.lips
         raw[:, parts["upper"]] *= options.upper_face
@@ -150,6 +155,32 @@ class MotionGenerator:
             shut = np.minimum(closing, 0.0)
             out -= np.outer(shut / (direction @ direction), direction)
         return out
+
+
+def rest_weights(silence: np.ndarray, min_frames: int = 8, ramp: int = 4) -> np.ndarray:
+    """(T,) bool silent frames -> (T,) in [0, 1]: 1 inside silences of at least `min_frames`
+    (0.32 s: not the short stops inside words), ramping over `ramp` frames at their edges."""
+    rest = np.zeros(len(silence))
+    start = None
+    for i, quiet in enumerate(np.append(silence, False)):
+        if quiet and start is None:
+            start = i
+        elif not quiet and start is not None:
+            if i - start >= min_frames:
+                rest[start:i] = 1.0
+            start = None
+    kernel = np.ones(2 * ramp + 1) / (2 * ramp + 1)
+    # Erode then blur, so the mouth is already resting when the silence is well under way
+    # and starts to move again just before the sound comes back.
+    eroded = 1 - np.convolve(1 - rest, np.ones(ramp), mode="same").clip(0, 1)
+    return np.convolve(eroded, kernel, mode="same").clip(0, 1)
+
+
+def damp_motion(values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """(T, D) trajectory with its frame-to-frame steps scaled by keep (T,): continuous,
+    but slower where keep is small."""
+    steps = np.diff(values, axis=0, prepend=values[:1]) * keep[:, None]
+    return values[0] + np.cumsum(steps, axis=0)
 
 
 def steady_pose(pose: np.ndarray, seconds: float = 30.0, fps: float = 25.0) -> np.ndarray:

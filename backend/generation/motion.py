@@ -7,17 +7,38 @@ from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relativ
 from retarget.motion_file import Motion
 
 MODEL_FPS = 25.0
+SILENT_DB = -55.0   # frame loudness (dBFS, after normalisation to -23 LUFS) taken as silence
 
 
-def generate_motion(generator: MotionGenerator, features: np.ndarray, reference_canonical: np.ndarray,
-                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None,
-                    bilabials: np.ndarray | None = None) -> Motion:
-    """features (T, F) at 25 fps; the reference face's canonical shape (478, 3) and its head
-    pose (canonical -> reference pixels); bilabials (T,) where the lips must meet. The
-    reference may be mid-expression: its neutral shape is estimated first, so the mouth can
-    close."""
+def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions
+                       ) -> dict:
+    """What the generator takes from the audio, as `generate` keyword arguments: the speech
+    features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,)."""
+    from backend.media.audio import frame_rms_db
+
+    frames = len(features)
+    silence = np.zeros(frames, bool)
+    loudness = frame_rms_db(audio_16k, MODEL_FPS)[:frames]
+    silence[:len(loudness)] = loudness < SILENT_DB
+    bilabials = None
+    if options.closure_guidance > 0:
+        from backend.features.bilabials import bilabial_frames
+
+        bilabials = np.zeros(frames, np.float32)
+        found = bilabial_frames(audio_16k, MODEL_FPS)[:frames]
+        bilabials[:len(found)] = found
+    return {"features": features, "silence": silence, "bilabials": bilabials}
+
+
+def generate_motion(generator: MotionGenerator, conditioning: dict, reference_canonical: np.ndarray,
+                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None
+                    ) -> Motion:
+    """conditioning: `features` (T, F) at 25 fps, optional `bilabials` (T,) and `silence` (T,);
+    the reference face's canonical shape (478, 3) and its head pose (canonical -> reference
+    pixels). The reference may be mid-expression: its neutral shape is estimated first, so the
+    mouth can close."""
     neutral = generator.space.neutralise(reference_canonical)
-    canonical, pose = generator.generate(features, neutral, options, bilabials)
+    canonical, pose = generator.generate(neutral=neutral, options=options, **conditioning)
     landmarks = pose_from_relative(pose.astype(np.float64), reference_pose).apply(canonical)
     return Motion(landmarks=landmarks.astype(np.float32), pose=pose, fps=MODEL_FPS,
                   meta={"options": vars(options), **(meta or {})},
@@ -31,13 +52,9 @@ def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np
     first_pose = Similarity(clip.extras["head_scale"][0],
                             PIXEL_FROM_UPRIGHT @ clip.extras["head_rotation"][0],
                             clip.extras["head_translation"][0])
-    bilabials = None
-    if options.closure_guidance > 0:
-        from backend.features.bilabials import bilabial_frames
-
-        bilabials = bilabial_frames(clip.extras["audio"], clip.fps)[:len(features)]
-    return generate_motion(generator, features, clip.extras["canonical"][0], first_pose, options,
-                           {"segment_id": clip.meta.get("segment_id", "")}, bilabials)
+    return generate_motion(generator, audio_conditioning(features, clip.extras["audio"], options),
+                           clip.extras["canonical"][0], first_pose, options,
+                           {"segment_id": clip.meta.get("segment_id", "")})
 
 
 def predict_split(model_path, dataset, split: str, out_dir, options: GenerationOptions) -> int:

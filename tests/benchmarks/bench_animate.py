@@ -23,10 +23,10 @@ animator = Animator()
 speech = load_audio(SPEECH)
 audio = np.resize(speech, int(seconds * 16_000)).astype(np.float32)
 start = time.perf_counter()
-features, bilabials = animator.audio_conditioning(audio, options)
+conditioning = animator.audio_conditioning(audio, options)
 middle = time.perf_counter()
-canonical, pose = animator.generator.generate(features, animator.bundle.motion_space.canonical_face,
-                                              options, bilabials)
+canonical, pose = animator.generator.generate(neutral=animator.bundle.motion_space.canonical_face,
+                                              options=options, **conditioning)
 end = time.perf_counter()
 print(json.dumps({"features_s": middle - start, "sampling_s": end - middle,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -49,9 +49,9 @@ def main(repeats: int = 3) -> dict:
     feature_times, sampling_times = [], []
     for _ in range(repeats):
         start = time.perf_counter()
-        features, bilabials = animator.audio_conditioning(audio, options)
+        conditioning = animator.audio_conditioning(audio, options)
         middle = time.perf_counter()
-        animator.generator.generate(features, neutral, options, bilabials)
+        animator.generator.generate(neutral=neutral, options=options, **conditioning)
         feature_times.append(middle - start)
         sampling_times.append(time.perf_counter() - middle)
     features_s, sampling_s = statistics.median(feature_times), statistics.median(sampling_times)
