@@ -111,7 +111,7 @@ class MotionGenerator:
         if not options.blink:
             raw[:, parts["upper"]] = self._without_blinks(raw[:, parts["upper"]])
         canonical, pose = space.decode(raw / space.motion_std, neutral)
-        return apply_lip_contact(canonical, options.lip_contact), pose
+        return apply_lip_contact(canonical, options.lip_contact, in_place=True), pose
 
     def _sample(self, audio, identity, given, mask, options, seed, closure=None) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)

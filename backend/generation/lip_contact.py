@@ -18,12 +18,14 @@ LOWER_LIP = {14: 1.0, 87: 0.9, 317: 0.9, 178: 0.7, 402: 0.7, 88: 0.45, 318: 0.45
              17: 0.8, 84: 0.75, 314: 0.75, 181: 0.55, 405: 0.55, 91: 0.35, 321: 0.35, 146: 0.15, 375: 0.15}
 
 
-def apply_lip_contact(canonical: np.ndarray, reach: float = 0.05) -> np.ndarray:
-    """canonical (T, 478, 3), inter-ocular units -> the same with near-closures sealed."""
+def apply_lip_contact(canonical: np.ndarray, reach: float = 0.05, in_place: bool = False
+                      ) -> np.ndarray:
+    """canonical (T, 478, 3), inter-ocular units -> the same with near-closures sealed
+    (a new array, or `canonical` itself changed when in_place: long audio saves a copy)."""
     if reach <= 0:
         return canonical
-    out = canonical.copy()
-    opening = canonical[:, topology.UPPER_INNER_LIP] - canonical[:, topology.LOWER_INNER_LIP]
+    out = canonical if in_place else canonical.copy()
+    opening = out[:, topology.UPPER_INNER_LIP] - out[:, topology.LOWER_INNER_LIP]
     gap = np.linalg.norm(opening, axis=-1)                                   # (T,)
     x = np.clip(gap / reach, 0.0, 1.0)
     closing = gap - gap * x * x * (3 - 2 * x)                                # (T,) >= 0

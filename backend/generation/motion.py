@@ -7,6 +7,7 @@ from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relativ
 from retarget.motion_file import Motion
 
 MODEL_FPS = 25.0
+CHUNK_FRAMES = 4096
 SILENT_DB = -55.0   # frame loudness (dBFS, after normalisation to -23 LUFS) taken as silence
 
 
@@ -39,8 +40,12 @@ def generate_motion(generator: MotionGenerator, conditioning: dict, reference_ca
     mouth can close."""
     neutral = generator.space.neutralise(reference_canonical)
     canonical, pose = generator.generate(neutral=neutral, options=options, **conditioning)
-    landmarks = pose_from_relative(pose.astype(np.float64), reference_pose).apply(canonical)
-    return Motion(landmarks=landmarks.astype(np.float32), pose=pose, fps=MODEL_FPS,
+    head = pose_from_relative(pose.astype(np.float64), reference_pose)
+    landmarks = np.empty_like(canonical)
+    for start in range(0, len(canonical), CHUNK_FRAMES):  # bounded float64 temporaries
+        part = slice(start, start + CHUNK_FRAMES)
+        landmarks[part] = head[part].apply(canonical[part])
+    return Motion(landmarks=landmarks, pose=pose, fps=MODEL_FPS,
                   meta={"options": vars(options), **(meta or {})},
                   extras={"canonical": canonical, "neutral": neutral})
 

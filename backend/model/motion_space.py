@@ -66,13 +66,15 @@ class MotionSpace:
 
     def decode(self, motion: np.ndarray, neutral: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """whitened motion (T, D), neutral (478, 3) -> canonical (T, 478, 3), pose (T, 6)."""
-        raw = motion * self.motion_std
+        # float32 throughout: an hour at 25 fps is (90000, 478, 3), 0.5 GB in float32.
+        raw = (motion * self.motion_std).astype(np.float32)
         parts = self.region_slices()
-        canonical = np.repeat(neutral[None].astype(np.float64), len(motion), axis=0)
+        canonical = np.repeat(neutral[None].astype(np.float32), len(motion), axis=0)
         for name, points, basis in (("lower", self.lower_points, self.lower_basis),
                                     ("upper", self.upper_points, self.upper_basis)):
-            canonical[:, points] += (raw[:, parts[name]] @ basis).reshape(len(motion), -1, 3)
-        return canonical.astype(np.float32), raw[:, parts["pose"]].astype(np.float32)
+            offsets = raw[:, parts[name]] @ basis.astype(np.float32)
+            canonical[:, points] += offsets.reshape(len(motion), -1, 3)
+        return canonical, raw[:, parts["pose"]]
 
     # -- identity -----------------------------------------------------------------------------
     def identity_code(self, neutral: np.ndarray) -> np.ndarray:
