@@ -56,10 +56,3 @@ def load_bundle(path: str | Path = DEFAULT_MODEL, device: str = "cpu") -> ModelB
     space = MotionSpace.from_arrays({k: v.numpy() for k, v in tensors.items()
                                      if k.startswith("motion_space.")})
     return ModelBundle(model, space, header["feature_extractor"], json.loads(header.get("meta", "{}")))
-
-
-def model_size_mb(path: str | Path) -> float:
-    return Path(path).stat().st_size / 2**20
-
-
-

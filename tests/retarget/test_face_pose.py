@@ -112,3 +112,12 @@ def test_triangles_cover_the_mesh_and_face_the_camera():
     assert set(np.unique(triangles)) == set(range(topology.NUM_MESH_LANDMARKS))
     a, b, c = (FACE[triangles[:, i]] for i in range(3))
     assert (np.cross(b - a, c - a)[:, 2] > 0).mean() > 0.95
+
+
+def test_regions_are_named_and_unknown_names_are_refused():
+    import pytest
+
+    mask = topology.region_mask("lips_outer", "lips_inner")
+    assert mask.sum() == len(topology.LIPS) == 40
+    with pytest.raises(KeyError, match="unknown face region 'lip'"):
+        topology.region_mask("lip")
