@@ -119,15 +119,17 @@ class MotionGenerator:
         guided = options.expressiveness != 1.0
         keep = torch.zeros(1, dtype=torch.bool)
 
+        # The audio's encoding does not change between sampling steps: compute it once.
+        drops = torch.tensor([False, True]) if guided else keep
+        audio_h = self.model.audio(audio.repeat(len(drops), 1, 1), drops)
+        both = len(drops)
+
         def denoise(x_t, t):
-            if not guided:
-                x0 = self.model(x_t, t, audio, identity, given, mask, keep, keep)
-            else:
-                both = self.model(x_t.repeat(2, 1, 1), t.repeat(2), audio.repeat(2, 1, 1),
-                                  identity.repeat(2, 1), given.repeat(2, 1, 1), mask.repeat(2, 1),
-                                  torch.tensor([False, True]), torch.tensor([False, False]))
-                conditional, without_audio = both[:1], both[1:]
-                x0 = without_audio + options.expressiveness * (conditional - without_audio)
+            out = self.model(x_t.repeat(both, 1, 1), t.repeat(both), audio.repeat(both, 1, 1),
+                             identity.repeat(both, 1), given.repeat(both, 1, 1),
+                             mask.repeat(both, 1), drops, torch.zeros(both, dtype=torch.bool),
+                             audio_h=audio_h)
+            x0 = out if not guided else out[1:] + options.expressiveness * (out[:1] - out[1:])
             return x0 if closure is None else closure.apply(x0)
 
         x0 = ddim_sample(denoise, (1, length, self.space.motion_dim), self.schedule,

@@ -173,19 +173,23 @@ class CMDT(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, audio: torch.Tensor,
                 identity: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
                 drop_audio: torch.Tensor, drop_identity: torch.Tensor,
-                valid: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor | None = None, audio_h: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """
         x_t (B, L, D) noisy motion; t (B,) diffusion step; audio (B, L, F);
         identity (B, I); context (B, L, D) known motion (zeros elsewhere);
         context_mask (B, L) 1 where context is known; drop_* (B,) bool;
-        valid (B, L) bool, False on padding frames of short clips (None: all valid).
+        valid (B, L) bool, False on padding frames of short clips (None: all valid);
+        audio_h (B, L, W): `self.audio(audio, drop_audio)` when the caller has it already (a
+        sampler's audio is the same at every step).
         Returns the x0 estimate (B, L, D). L may be shorter than config.window.
         """
         length = x_t.shape[1]
         mask = context_mask[..., None].to(x_t.dtype)
         h = self.motion_in(torch.cat([x_t, context * mask, mask], dim=-1))       # (B, L, W)
         h = h + self.position[:, :length]
-        audio_h = self.audio(audio, drop_audio)                                # (B, L, W)
+        if audio_h is None:
+            audio_h = self.audio(audio, drop_audio)                            # (B, L, W)
         c = self.timestep(t) + self.identity(identity, drop_identity)          # (B, W)
         padding = None if valid is None else ~valid
         for block in self.blocks:
