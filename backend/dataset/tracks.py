@@ -47,9 +47,11 @@ def split_tracks(times_s: np.ndarray, landmarks: np.ndarray, max_gap: int = MAX_
         t, points = times_s[a:b], landmarks[a:b].copy()
         hole = ~np.isfinite(points).all(axis=(1, 2))
         if hole.any():
-            flat = points.reshape(len(points), -1)
-            for column in range(flat.shape[1]):
-                flat[hole, column] = np.interp(t[hole], t[~hole], flat[~hole, column])
+            # Runs start and end on tracked frames, so every hole has a tracked frame each side.
+            known_t, known = t[~hole], points[~hole]
+            right = np.searchsorted(known_t, t[hole])
+            weight = ((t[hole] - known_t[right - 1]) / (known_t[right] - known_t[right - 1]))[:, None, None]
+            points[hole] = known[right - 1] * (1 - weight) + known[right] * weight
         out.append((t, points))
     return out
 

@@ -18,13 +18,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from backend.media.audio import FLOOR_DB, SAMPLE_RATE, frame_rms_db
 from retarget.face import canonical, measures, pose, topology
 from retarget.motion_file import Motion
 
 METRIC_NAMES = ("aperture_corr", "best_lag", "lve", "closure_recall", "closure_precision",
                 "motion_energy", "head_motion")
 
-AUDIO_RATE = 16_000
+AUDIO_RATE = SAMPLE_RATE
 # A standard deviation below this is "no motion" (IOD for mouths, radians for heads): far below
 # tracker jitter (~1e-3 IOD), far above float round-off of a repeated frame (~1e-15).
 FLAT_STD = 1e-6
@@ -42,7 +43,7 @@ CLOSURE_TOLERANCE = 2
 SPEECH_RANGE_DB = 30.0
 SPEECH_REFERENCE_PERCENTILE = 95.0
 SPEECH_DILATION_S = 0.08
-SILENCE_DB = -100.0  # the floor of frame_loudness_db (as backend.media.audio): silence, no audio
+SILENCE_DB = FLOOR_DB  # the floor of frame_loudness_db: silence, no audio
 
 
 class NormalisedSequence(NamedTuple):
@@ -133,17 +134,9 @@ def resample_to(pred_landmarks: np.ndarray, pred_fps: float, n_frames: int,
 # ---------------------------------------------------------------------------------------------
 
 def frame_loudness_db(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(T,) RMS level in dBFS of each frame's audio, samples [t, t + 1) * 16000 / fps.
-
-    The same numbers as `backend.media.audio.frame_rms_db` (which derives T from the audio and
-    pulls in the decoders); frames the audio does not reach read SILENCE_DB, the floor.
-    """
-    audio = np.asarray(audio_16k, dtype=np.float64).reshape(-1)
-    edges = np.round(np.arange(n_frames + 1) * (AUDIO_RATE / float(fps))).astype(np.int64)
-    edges = np.minimum(edges, len(audio))
-    energy = np.concatenate([[0.0], np.cumsum(audio * audio)])
-    power = np.diff(energy[edges]) / np.maximum(np.diff(edges), 1)
-    return 10.0 * np.log10(np.maximum(power, 10.0 ** (SILENCE_DB / 10.0)))
+    """(T,) RMS level in dBFS of each of the truth's n_frames (backend.media.audio's measure);
+    frames the audio does not reach read SILENCE_DB, the floor."""
+    return frame_rms_db(audio_16k, fps, AUDIO_RATE, num_frames=n_frames).astype(np.float64)
 
 
 def speech_frames(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:

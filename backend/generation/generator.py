@@ -209,12 +209,9 @@ class ClosureGuide:
     cheeks settle around the closed lips instead of being pasted on afterwards."""
 
     def __init__(self, space, neutral: np.ndarray, weights: np.ndarray):
-        position = {p: i for i, p in enumerate(space.lower_points)}
-        basis = space.lower_basis.reshape(len(space.lower_basis), -1, 3)
         lower = space.region_slices()["lower"]
         # Inner-lip gap as a function of whitened lower coefficients: gap = n + z @ G.
-        gap_basis = (basis[:, position[topology.UPPER_INNER_LIP]]
-                     - basis[:, position[topology.LOWER_INNER_LIP]]) * space.motion_std[lower, None]
+        gap_basis = space.lip_gap_basis() * space.motion_std[lower, None]
         self.lower = lower
         self.gap_basis = torch.tensor(gap_basis, dtype=torch.float32)                  # (K, 3)
         self.pinv = torch.linalg.pinv(self.gap_basis)                                   # (3, K)

@@ -185,15 +185,18 @@ def video_frame_count(num_samples: int, fps: float = 25.0,
     return round(num_samples * fps / sample_rate)
 
 
-def frame_rms_db(samples: np.ndarray, fps: float = 25.0,
-                 sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def frame_rms_db(samples: np.ndarray, fps: float = 25.0, sample_rate: int = SAMPLE_RATE,
+                 num_frames: int | None = None) -> np.ndarray:
     """(T,) float32 RMS level per video frame in dBFS, floored at -100 dB.
 
     dBFS here is 20·log10(RMS): a full-scale square wave is 0 dB, a full-scale sine -3 dB.
     Frame t covers samples [t, t+1) · sample_rate / fps; the last frame may be partial.
+    T is `num_frames` when given (frames the audio does not reach read the floor), else it
+    follows from the audio's length.
     """
-    samples = np.asarray(samples)
-    num_frames = video_frame_count(len(samples), fps, sample_rate)
+    samples = np.asarray(samples).reshape(-1)
+    if num_frames is None:
+        num_frames = video_frame_count(len(samples), fps, sample_rate)
     edges = np.round(np.arange(num_frames + 1) * (sample_rate / fps)).astype(np.int64)
     edges = np.minimum(edges, len(samples))
     # A running sum of energy handles a non-integer number of samples per frame.

@@ -76,6 +76,14 @@ class MotionSpace:
             canonical[:, points] += offsets.reshape(len(motion), -1, 3)
         return canonical, raw[:, parts["pose"]]
 
+    def lip_gap_basis(self) -> np.ndarray:
+        """(K_l, 3): how raw lower-face coefficients move the inner-lip gap (point 13 minus
+        point 14, canonical frame); gap = neutral[13] - neutral[14] + raw_lower @ this."""
+        position = {p: i for i, p in enumerate(self.lower_points)}
+        basis = self.lower_basis.reshape(len(self.lower_basis), -1, 3)
+        return (basis[:, position[topology.UPPER_INNER_LIP]]
+                - basis[:, position[topology.LOWER_INNER_LIP]])
+
     # -- identity -----------------------------------------------------------------------------
     def identity_code(self, neutral: np.ndarray) -> np.ndarray:
         """neutral (478, 3) -> whitened identity coefficients (K_i,)."""

@@ -35,7 +35,6 @@ from backend.model.checkpoint import ModelBundle, load_bundle, save_bundle
 from backend.model.cmdt import CMDT, CMDTConfig
 from backend.model.motion_space import MotionSpace, fit_motion_space
 from backend.training.windows import WindowSettings, WindowStream, list_segments
-from retarget.face import topology
 from retarget.face.canonical import load_canonical_face
 from retarget.motion_file import load_motion
 
@@ -121,9 +120,7 @@ def diffusion_loss(model, schedule: NoiseSchedule, batch: dict, space_tensors: d
 
 def space_constants(space: MotionSpace, device) -> dict:
     """What the closure loss needs: the lower-face basis rows of inner-lip points 13 and 14."""
-    position = {p: i for i, p in enumerate(space.lower_points)}
-    basis = space.lower_basis.reshape(len(space.lower_basis), -1, 3)
-    gap_basis = basis[:, position[topology.UPPER_INNER_LIP]] - basis[:, position[topology.LOWER_INNER_LIP]]
+    gap_basis = space.lip_gap_basis()
     lower = space.region_slices()["lower"]
     return {"lower_slice": lower,
             "lower_std": torch.tensor(space.motion_std[lower], dtype=torch.float32, device=device),
