@@ -74,7 +74,7 @@ def _animate(args) -> int:
                                 head_motion=args.head_motion, blink=not args.no_blink,
                                 steps=args.steps)
     motion = animate_to_file(AnimateRequest(args.audio, args.ref, options, args.fps), args.out,
-                             args.preview, args.model or DEFAULT_MODEL)
+                             args.preview, args.model or DEFAULT_MODEL, args.device, args.runtime)
     timing = motion.meta.get("timing_s", {})
     print(f"{args.out}: {motion.frame_count} frames at {motion.fps:g} fps "
           f"({motion.duration_s:.1f} s); features {timing.get('features', 0):.2f} s, "
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--no-blink", action="store_true", help="keep the eyes open")
     animate.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
     animate.add_argument("--model", help="model file (default: the shipped model)")
+    animate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
+                         help="where the model runs (auto: a CUDA GPU when there is one)")
+    animate.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
+                         help="run the denoiser with torch or onnxruntime (faster on CPU)")
     animate.set_defaults(run=_animate)
 
     train = commands.add_parser("train", help="train the cMDT on a prepared dataset",

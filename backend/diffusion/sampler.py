@@ -23,7 +23,7 @@ def ddim_sample(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Run the reverse process from pure noise; returns x0 (shape)."""
     alpha_bar = schedule.alpha_bar.to(device)
-    x = torch.randn(shape, generator=generator, device=device)
+    x = torch.randn(shape, generator=generator).to(device)   # CPU noise: the same on any device
     timesteps = ddim_timesteps(schedule, steps)
     x0 = x
     for i, t in enumerate(timesteps):

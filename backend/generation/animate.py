@@ -31,12 +31,15 @@ class AnimateRequest:
 class Animator:
     """The model loaded once; `animate` for every request (the server keeps one per worker)."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, device: str = "cpu"):
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
+                 runtime: str = "torch"):
         from backend.features.speech_features import get_extractor
 
+        device = resolve_device(device)
         self.model_path = Path(model_path)
+        self.device, self.runtime = device, runtime
         self.bundle = load_bundle(model_path, device)
-        self.generator = MotionGenerator(self.bundle, device)
+        self.generator = MotionGenerator(self.bundle, device, runtime)
         self.extractor = get_extractor(self.bundle.feature_extractor)
 
     def speech_features(self, audio_16k: np.ndarray) -> np.ndarray:
@@ -73,14 +76,29 @@ class Animator:
 
 
 def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Path | None = None,
-                    model_path: str | Path = DEFAULT_MODEL) -> Motion:
-    motion, audio, reference = Animator(model_path).animate(request)
+                    model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
+                    runtime: str = "torch") -> Motion:
+    motion, audio, reference = Animator(model_path, device, runtime).animate(request)
     save_motion(out, motion)
     if preview:
         from backend.generation.preview import render_preview
 
         render_preview(motion, reference.image, audio, preview, image_size=reference.image_size)
     return motion
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; 'cuda' without one is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r}: torch sees no CUDA GPU here; use --device cpu "
+                           "(or auto), or install a CUDA build of torch")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return device
 
 
 def _describe(source) -> str:

@@ -39,14 +39,33 @@ class GenerationOptions:
             raise ValueError(f"steps must be between 1 and 100, got {self.steps}")
 
 
+RUNTIMES = ("torch", "onnx")
+
+
 class MotionGenerator:
-    def __init__(self, bundle: ModelBundle, device: str = "cpu"):
+    """runtime "torch" runs the denoiser as the torch module, "onnx" on onnxruntime (the same
+    motion to float precision; faster on CPU)."""
+
+    def __init__(self, bundle: ModelBundle, device: str = "cpu", runtime: str = "torch"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.bundle = bundle
         self.model = bundle.model.to(device).eval()
         self.space = bundle.motion_space
         self.config = bundle.model.config
         self.device = device
+        self.runtime = runtime
         self.schedule = NoiseSchedule()
+        if runtime == "onnx":
+            from backend.model.onnx_denoiser import OnnxDenoiser
+
+            self.denoiser = OnnxDenoiser(self.model, device)
+        else:
+            self.denoiser = self._torch_denoiser
+
+    def _torch_denoiser(self, x_t, t, identity, context, context_mask, drop_identity, audio_h):
+        return self.model(x_t, t, None, identity, context, context_mask, None, drop_identity,
+                          audio_h=audio_h)
 
     @torch.no_grad()
     def generate(self, features: np.ndarray, neutral: np.ndarray,
@@ -114,28 +133,30 @@ class MotionGenerator:
         return apply_lip_contact(canonical, options.lip_contact, in_place=True), pose
 
     def _sample(self, audio, identity, given, mask, options, seed, closure=None) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(seed)
+        """One window on the generator's device; CPU tensors in and out."""
+        generator = torch.Generator().manual_seed(seed)   # on the CPU: same noise on any device
+        device = self.device if self.runtime == "torch" else "cpu"
+        audio, identity, given, mask = (v.to(device) for v in (audio, identity, given, mask))
         length = audio.shape[1]
         guided = options.expressiveness != 1.0
         keep = torch.zeros(1, dtype=torch.bool)
 
         # The audio's encoding does not change between sampling steps: compute it once.
-        drops = torch.tensor([False, True]) if guided else keep
-        audio_h = self.model.audio(audio.repeat(len(drops), 1, 1), drops)
+        drops = (torch.tensor([False, True]) if guided else keep).to(device)
+        audio_h = self.model.audio.to(device)(audio.repeat(len(drops), 1, 1), drops)
         both = len(drops)
 
         def denoise(x_t, t):
-            out = self.model(x_t.repeat(both, 1, 1), t.repeat(both), audio.repeat(both, 1, 1),
-                             identity.repeat(both, 1), given.repeat(both, 1, 1),
-                             mask.repeat(both, 1), drops, torch.zeros(both, dtype=torch.bool),
-                             audio_h=audio_h)
+            out = self.denoiser(x_t.repeat(both, 1, 1), t.repeat(both), identity.repeat(both, 1),
+                                given.repeat(both, 1, 1), mask.repeat(both, 1),
+                                torch.zeros(both, dtype=torch.bool, device=device), audio_h)
             x0 = out if not guided else out[1:] + options.expressiveness * (out[:1] - out[1:])
             return x0 if closure is None else closure.apply(x0)
 
         x0 = ddim_sample(denoise, (1, length, self.space.motion_dim), self.schedule,
-                         options.steps, generator)
+                         options.steps, generator, device)
         known = mask[..., None] > 0
-        return torch.where(known, given, x0)   # the carried-over frames stay exactly as they were
+        return torch.where(known, given, x0).cpu()   # carried-over frames stay exactly as they were
 
     def _closure_guide(self, neutral, bilabials, strength, frames) -> "ClosureGuide | None":
         if bilabials is None or strength <= 0 or not np.any(bilabials):
@@ -228,8 +249,10 @@ class ClosureGuide:
     def apply(self, x0: torch.Tensor) -> torch.Tensor:
         """x0 (B, L, D) whitened -> the same with the lips closed where the weights say."""
         lower = x0[..., self.lower]
-        gap = self.neutral_gap + lower @ self.gap_basis                                 # (B, L, 3)
-        correction = -(self.weights[None, :, None] * gap) @ self.pinv                  # (B, L, K)
+        gap_basis, pinv, neutral_gap, weights = (v.to(x0.device) for v in (
+            self.gap_basis, self.pinv, self.neutral_gap, self.weights))
+        gap = neutral_gap + lower @ gap_basis                                           # (B, L, 3)
+        correction = -(weights[None, :, None] * gap) @ pinv                            # (B, L, K)
         out = x0.clone()
         out[..., self.lower] = lower + correction
         return out

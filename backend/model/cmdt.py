@@ -110,10 +110,20 @@ class CMDTBlock(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1)
-        x = x + gate1[:, None] * self.attention(h, h, h, key_padding_mask=padding,
-                                                need_weights=False)[0]
+        x = x + gate1[:, None] * self._attend(h, padding)
         x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x
+
+    def _attend(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
+        """nn.MultiheadAttention's arithmetic on its own weights, written out so every shape
+        stays symbolic (the ONNX export then takes any window length)."""
+        a = self.attention
+        batch, width = h.shape[0], h.shape[2]
+        q, k, v = nn.functional.linear(h, a.in_proj_weight, a.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (z.reshape(batch, -1, a.num_heads, a.head_dim).transpose(1, 2) for z in (q, k, v))
+        mask = None if padding is None else ~padding[:, None, None, :]   # True = may attend
+        out = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return a.out_proj(out.transpose(1, 2).reshape(batch, -1, width))
 
 
 class RegionHeads(nn.Module):
