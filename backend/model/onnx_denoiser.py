@@ -80,7 +80,9 @@ class OnnxDenoiser:
         if not path.is_file():
             export_denoiser(model, path)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        # Small matrices: past a few threads, synchronising them costs more than they add
+        # (1.9 s against torch's 0.8 s for 60 s of audio with 16 threads on a 16-core host).
+        options.intra_op_num_threads = threads or min(4, torch.get_num_threads())
         providers = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():

@@ -116,17 +116,21 @@ class WindowStream(IterableDataset):
         self.buffer_clips, self.windows_per_load = buffer_clips, windows_per_load
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = np.random.default_rng(self.seed)
+        # With DataLoader workers, each reads its own share of this rank's segments.
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        segments = self.segments[worker::workers] or self.segments
+        rng = np.random.default_rng(self.seed if workers == 1 else [self.seed, worker])
         buffer: list[TrainingSegment] = []
         while True:
-            for index in rng.permutation(len(self.segments)):
-                loaded = load_training_segment(self.dataset, self.segments[index][1], self.space,
+            for index in rng.permutation(len(segments)):
+                loaded = load_training_segment(self.dataset, segments[index][1], self.space,
                                                self.extractor)
                 if len(buffer) < self.buffer_clips:
                     buffer.append(loaded)
                 else:
                     buffer[int(rng.integers(len(buffer)))] = loaded
-                if len(buffer) < min(self.buffer_clips, len(self.segments)):
+                if len(buffer) < min(self.buffer_clips, len(segments)):
                     continue
                 # Long segments hold more windows: draw in proportion to length.
                 weights = np.array([len(s.motion_raw) for s in buffer], dtype=np.float64)
