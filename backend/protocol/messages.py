@@ -110,20 +110,22 @@ def _is_id(value) -> bool:
 
 
 def _get(header: dict, name: str, kind, request_id: str | None = None, optional=False,
-         default=None):
-    """header[name] checked against `kind` (bool is not taken for int or float)."""
+         default=None, prefix: str = ""):
+    """header[name] checked against `kind` (bool is not taken for int or float); errors name
+    the field as prefix + name."""
     if name not in header:
         if optional:
             return default
-        raise ProtocolError(f"the header lacks '{name}'", name, request_id=request_id)
+        raise ProtocolError(f"the header lacks '{prefix}{name}'", prefix + name,
+                            request_id=request_id)
     value = header[name]
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     if not ok:
-        raise ProtocolError(f"'{name}' must be {_kind_name(kind)}, got {type(value).__name__}",
-                            name, request_id=request_id)
+        raise ProtocolError(f"'{prefix}{name}' must be {_kind_name(kind)}, got "
+                            f"{type(value).__name__}", prefix + name, request_id=request_id)
     return value
 
 
@@ -195,7 +197,7 @@ class AnimateRequest(Message):
                 raise ProtocolError(f"unknown option '{name}'; known: "
                                     f"{', '.join(OPTION_TYPES)}", f"options.{name}",
                                     request_id=request_id)
-            _get(options, name, OPTION_TYPES[name], request_id)
+            _get(options, name, OPTION_TYPES[name], request_id, prefix="options.")
         options = {name: float(v) if OPTION_TYPES[name] is float else v
                    for name, v in options.items()}
         fps = _get(header, "fps", float, request_id, optional=True, default=25.0)
