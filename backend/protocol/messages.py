@@ -99,9 +99,7 @@ def _parse_header(frame: bytes) -> dict:
         raise ProtocolError(f"protocol version {version!r} is not spoken here (this end speaks "
                             f"{PROTOCOL_VERSION}); update the client or the server so they "
                             "match", "protocol", UNSUPPORTED_VERSION, request_id)
-    if request_id is None:
-        raise ProtocolError(f"'request_id' must be a non-empty string of at most {MAX_ID_CHARS} "
-                            "characters", "request_id")
+    header["request_id"] = request_id
     return header
 
 
@@ -365,6 +363,9 @@ def decode(body: list[bytes], kinds: dict[str, type[Message]]) -> Message:
                             "header")
     header = _parse_header(body[0])
     request_id = header["request_id"]
+    if request_id is None and header.get("type") != Error.type:  # errors to unreadable requests
+        raise ProtocolError(f"'request_id' must be a non-empty string of at most {MAX_ID_CHARS} "
+                            "characters", "request_id")
     kind = kinds.get(header.get("type"))
     if kind is None:
         raise ProtocolError(f"unknown message type {header.get('type')!r}; expected one of "
