@@ -9,7 +9,8 @@ import pytest
 
 from backend.protocol import messages as m
 from backend.protocol.client import CurveKeys, DimitraClient, ServiceError
-from tests.service.conftest import RawPeer, ServerProcess, free_port, wait_until
+from tests.service.conftest import RawPeer
+from tests.service.server_process import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 

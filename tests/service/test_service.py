@@ -11,7 +11,8 @@ import soundfile
 from backend.protocol import messages as m
 from backend.protocol.client import DimitraClient, JobCancelled, ServiceError
 from retarget.motion_file import load_motion
-from tests.service.conftest import LONG_JOB, RawPeer, free_port, wait_until
+from tests.service.conftest import LONG_JOB, RawPeer
+from tests.service.server_process import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
