@@ -171,5 +171,9 @@ def test_client_cli_writes_the_file_dimitra_animate_writes(server, tmp_path, spe
                  *options]) == 0
     remote_motion, local_motion = load_motion(remote), load_motion(local)
     assert remote_motion.fps == 30 and remote_motion.frame_count == local_motion.frame_count
-    np.testing.assert_allclose(remote_motion.landmarks, local_motion.landmarks, atol=0.01)
+    # The same motion up to thread-count rounding: the test server runs with OMP_NUM_THREADS=1,
+    # which alone moves `dimitra animate`'s own output by up to 0.42 px (0.11 px on average)
+    # on this line, through the int8 speech features. A wrong option or input moves pixels.
+    difference = np.abs(remote_motion.landmarks - local_motion.landmarks)
+    assert difference.max() < 1.0 and difference.mean() < 0.25, (difference.max(), difference.mean())
     assert not list(tmp_path.glob(".*partial"))
