@@ -65,14 +65,19 @@ def _train(args) -> int:
     return 0
 
 
+def _generation_options(args) -> dict:
+    """The GenerationOptions fields that `animate` and `client animate` take (a plain dict:
+    `client` must not import torch)."""
+    return {"seed": args.seed, "expressiveness": args.expressiveness,
+            "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps}
+
+
 def _animate(args) -> int:
     from backend.generation.animate import AnimateRequest, animate_to_file
     from backend.generation.generator import GenerationOptions
     from backend.model.checkpoint import DEFAULT_MODEL
 
-    options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
-                                head_motion=args.head_motion, blink=not args.no_blink,
-                                steps=args.steps)
+    options = GenerationOptions(**_generation_options(args))
     motion = animate_to_file(AnimateRequest(args.audio, args.ref, options, args.fps), args.out,
                              args.preview, args.model or DEFAULT_MODEL, args.device, args.runtime)
     timing = motion.meta.get("timing_s", {})
@@ -81,6 +86,60 @@ def _animate(args) -> int:
           f"sampling {timing.get('sampling', 0):.2f} s"
           + (f"; preview {args.preview}" if args.preview else ""))
     return 0
+
+
+def _serve(args) -> int:
+    from backend.service.server import ServerConfig, WorkerSettings, serve
+
+    model = args.model
+    if not model:
+        from backend.model.checkpoint import DEFAULT_MODEL
+        model = DEFAULT_MODEL
+    worker = WorkerSettings(str(model), args.device, args.runtime, args.torch_threads,
+                            args.max_audio_seconds)
+    client_timeout = args.client_timeout if args.client_timeout is not None else (
+        0.0 if args.connect else 10.0)  # behind a proxy, heartbeats reach a server by chance
+    return serve(ServerConfig(args.bind, args.connect, args.workers, args.queue,
+                              args.max_audio_seconds, args.max_message_mb, args.curve_dir,
+                              client_timeout, args.drain_timeout, worker))
+
+
+def _proxy(args) -> int:
+    from backend.service.proxy import run_proxy
+
+    return run_proxy(args.bind, args.backend)
+
+
+def _client(args) -> int:
+    from backend.protocol.client import ServiceError
+    from backend.service.remote import curve_keys, remote_animate, remote_info
+
+    curve = curve_keys(args.server_key, args.client_key)
+    try:
+        if args.client_command == "info":
+            print(json.dumps(remote_info(args.server, curve, args.timeout), indent=1))
+            return 0
+        result = remote_animate(args.audio, args.ref, args.out, _generation_options(args),
+                                args.fps, args.server, curve, args.timeout, not args.quiet)
+    except ServiceError as error:
+        print(f"dimitra client: {error}", file=sys.stderr)
+        return 2
+    summary = result.summary
+    print(f"{args.out}: {summary['frames']} frames at {summary['fps']:g} fps "
+          f"({summary['duration_s']:.1f} s) from {summary.get('server_id', args.server)} "
+          f"in {result.latency_s:.2f} s")
+    return 0
+
+
+def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--expressiveness", type=float, default=1.5,
+                        help="classifier-free guidance on the audio (default 1.5; 1 = none, "
+                             "faster; 2-2.5 livelier)")
+    parser.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
+    parser.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
+    parser.add_argument("--no-blink", action="store_true", help="keep the eyes open")
+    parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,20 +193,70 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--ref", required=True, help="reference image or prepared .npz")
     animate.add_argument("--out", required=True, help="motion file to write (.npz)")
     animate.add_argument("--preview", help="also render the mesh over the reference to this .mp4")
-    animate.add_argument("--seed", type=int, default=0)
-    animate.add_argument("--expressiveness", type=float, default=1.5,
-                         help="classifier-free guidance on the audio (default 1.5; 1 = none, "
-                              "faster; 2-2.5 livelier)")
-    animate.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
-    animate.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
-    animate.add_argument("--no-blink", action="store_true", help="keep the eyes open")
-    animate.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
+    _add_generation_options(animate)
     animate.add_argument("--model", help="model file (default: the shipped model)")
     animate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                          help="where the model runs (auto: a CUDA GPU when there is one)")
     animate.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
                          help="run the denoiser with torch or onnxruntime (faster on CPU)")
     animate.set_defaults(run=_animate)
+
+    serve = commands.add_parser(
+        "serve", help="serve the model to the add-on and batch tools over ZeroMQ",
+        description="Answer docs/PROTOCOL.md requests: --workers processes each load the model "
+                    "once; jobs past the workers wait in a bounded queue, then `busy`. SIGTERM "
+                    "finishes open jobs and exits.")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555",
+                       help="address to serve on (default: loopback only, tcp://127.0.0.1:5555)")
+    serve.add_argument("--connect", help="serve behind `dimitra proxy`: connect to its back end "
+                                         "(e.g. tcp://proxy-host:5556) instead of binding")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    serve.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    serve.add_argument("--workers", type=int, default=1, help="jobs run in parallel (default 1)")
+    serve.add_argument("--queue", type=int, default=8, help="jobs waiting for a worker before "
+                                                            "`busy` (default 8)")
+    serve.add_argument("--max-audio-seconds", type=float, default=600.0,
+                       help="longer audio is refused (default 600)")
+    serve.add_argument("--max-message-mb", type=float, default=64.0,
+                       help="larger requests are refused (default 64)")
+    serve.add_argument("--curve-dir", help="CurveZMQ: encrypt, and admit only the clients whose "
+                                           "public keys are in DIR/clients (docs/PROTOCOL.md)")
+    serve.add_argument("--client-timeout", type=float, default=None,
+                       help="seconds without a heartbeat before a client's jobs are cancelled "
+                            "(default 10; 0 = never, the default with --connect)")
+    serve.add_argument("--drain-timeout", type=float, default=600.0,
+                       help="seconds SIGTERM waits for open jobs (default 600)")
+    serve.add_argument("--torch-threads", type=int, default=0,
+                       help="torch threads per worker (default: torch's choice)")
+    serve.add_argument("--model", help="model file (default: the shipped model)")
+    serve.set_defaults(run=_serve)
+
+    proxy = commands.add_parser(
+        "proxy", help="one front address for several `serve --connect` servers (zmq.proxy)")
+    proxy.add_argument("--bind", default="tcp://127.0.0.1:5555", help="address clients use")
+    proxy.add_argument("--backend", default="tcp://127.0.0.1:5556",
+                       help="address servers connect to with `dimitra serve --connect`")
+    proxy.set_defaults(run=_proxy)
+
+    client = commands.add_parser("client", help="use a running `dimitra serve` from the shell")
+    client_commands = client.add_subparsers(dest="client_command", required=True)
+    client_info = client_commands.add_parser("info", help="the server's model, device, limits")
+    client_animate = client_commands.add_parser(
+        "animate", help="like `dimitra animate`, on the server",
+        description="Send AUDIO and --ref to the server; write the motion file it returns to "
+                    "--out (the same file `dimitra animate` writes).")
+    client_animate.add_argument("audio")
+    client_animate.add_argument("--ref", required=True, help="reference image or neutral .npz")
+    client_animate.add_argument("--out", required=True, help="motion file to write (.npz)")
+    client_animate.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_generation_options(client_animate)
+    for sub in (client_info, client_animate):
+        sub.add_argument("--server", default="tcp://127.0.0.1:5555", help="the server's address")
+        sub.add_argument("--timeout", type=float, default=3.0,
+                         help="seconds to wait for a first answer (default 3)")
+        sub.add_argument("--server-key", help="CurveZMQ: the server's public key (server.key)")
+        sub.add_argument("--client-key", help="CurveZMQ: this client's key pair (.key_secret)")
+    client.set_defaults(run=_client)
 
     train = commands.add_parser("train", help="train the cMDT on a prepared dataset",
                                 add_help=False)

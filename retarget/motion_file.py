@@ -15,6 +15,7 @@ Documented for users in docs/FORMATS.md.
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -49,6 +50,14 @@ def save_motion(path: str | Path, motion: Motion) -> Path:
     """Write atomically (temp file in the same folder, then rename): never a half-written file."""
     path = Path(path)
     _validate(motion, path)
+    with atomic_open(path) as handle:
+        write_motion(handle, motion)
+    return path
+
+
+def write_motion(handle: BinaryIO, motion: Motion) -> None:
+    """The motion file's bytes into an open binary file (what the service sends for a job)."""
+    _validate(motion, Path("<motion>"))
     arrays = {
         "landmarks": np.asarray(motion.landmarks, dtype=np.float32),
         "pose": np.asarray(motion.pose, dtype=np.float32),
@@ -58,9 +67,7 @@ def save_motion(path: str | Path, motion: Motion) -> Path:
     reserved = arrays.keys() & motion.extras.keys()
     if reserved:
         raise ValueError(f"extras may not reuse the names {sorted(reserved)}")
-    with atomic_open(path) as handle:
-        np.savez(handle, **arrays, **motion.extras)
-    return path
+    np.savez(handle, **arrays, **motion.extras)
 
 
 def load_motion(path: str | Path, extras: bool = True) -> Motion:

@@ -7,6 +7,7 @@ landmark mesh over the reference, with the audio.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class AnimateRequest:
     reference: str | Path | bytes
     options: GenerationOptions = field(default_factory=GenerationOptions)
     fps: float = 25.0
+    max_audio_seconds: float = MAX_AUDIO_SECONDS   # longer audio is refused (AudioError)
 
 
 class Animator:
@@ -50,23 +52,34 @@ class Animator:
         """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
         return audio_conditioning(self.speech_features(audio_16k), audio_16k, options)
 
-    def animate(self, request: AnimateRequest) -> tuple[Motion, np.ndarray, object]:
-        """Returns the motion, the normalised 16 kHz audio, and the Reference."""
+    def animate(self, request: AnimateRequest, progress: Callable[[str, float], None] | None = None
+                ) -> tuple[Motion, np.ndarray, object]:
+        """Returns the motion, the normalised 16 kHz audio, and the Reference.
+
+        progress(stage, fraction of the whole job) is called between stages and after every
+        generated window; an exception raised there stops the job (the service's cancel).
+        """
         from backend.generation.reference import load_reference
         from backend.media.audio import load_audio, normalize_loudness
 
-        audio = normalize_loudness(load_audio(request.audio, max_seconds=MAX_AUDIO_SECONDS))
+        report = progress or (lambda stage, fraction: None)
+        report("decoding", 0.0)
+        audio = normalize_loudness(load_audio(request.audio, max_seconds=request.max_audio_seconds))
+        report("reference", 0.05)
         reference = load_reference(request.reference)
+        report("features", 0.1)
         started = time.perf_counter()
         conditioning = self.audio_conditioning(audio, request.options)
         feature_seconds = time.perf_counter() - started
+        report("sampling", 0.3)
         motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,
                                  request.options, {
                                      "audio": _describe(request.audio),
                                      "reference": reference.source,
                                      "image_size": list(reference.image_size),
                                      "model": self.model_path.name,
-                                     "features": self.bundle.feature_extractor})
+                                     "features": self.bundle.feature_extractor},
+                                 lambda done: report("sampling", 0.3 + 0.7 * done))
         sampling_seconds = time.perf_counter() - started - feature_seconds
         motion.meta["timing_s"] = {"features": round(feature_seconds, 3),
                                    "sampling": round(sampling_seconds, 3)}

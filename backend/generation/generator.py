@@ -5,6 +5,7 @@ last `context` frames of the one before (the model was trained to continue them)
 is no seam, and only one window is in memory at a time.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,12 +71,14 @@ class MotionGenerator:
     @torch.no_grad()
     def generate(self, features: np.ndarray, neutral: np.ndarray,
                  options: GenerationOptions | None = None, bilabials: np.ndarray | None = None,
-                 silence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 silence: np.ndarray | None = None,
+                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """features (T, F) at 25 fps, neutral (478, 3) canonical -> canonical (T, 478, 3), pose (T, 6).
 
         pose is relative to frame 0 (radians, inter-ocular units). bilabials (T,) in [0, 1]
         marks frames where the lips must meet (backend.features.bilabials); silence (T,) bool
-        marks frames without sound, where the face comes to rest.
+        marks frames without sound, where the face comes to rest. progress(fraction) is
+        called after every window (the service reports it, and cancels jobs by raising there).
         """
         options = options or GenerationOptions()
         options.validate()
@@ -117,6 +120,8 @@ class MotionGenerator:
             x0[:, pose_slice] += offset
             motion[start:begin + length] = x0[known:]
             start, index = begin + length, index + 1
+            if progress is not None:
+                progress(start / frames)
         raw = motion.numpy()
         parts = space.region_slices()
         if silence is not None and silence.any():

@@ -32,14 +32,15 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
 
 
 def generate_motion(generator: MotionGenerator, conditioning: dict, reference_canonical: np.ndarray,
-                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None
-                    ) -> Motion:
+                    reference_pose: Similarity, options: GenerationOptions, meta: dict | None = None,
+                    progress=None) -> Motion:
     """conditioning: `features` (T, F) at 25 fps, optional `bilabials` (T,) and `silence` (T,);
     the reference face's canonical shape (478, 3) and its head pose (canonical -> reference
     pixels). The reference may be mid-expression: its neutral shape is estimated first, so the
-    mouth can close."""
+    mouth can close. progress(fraction) is called after every generated window."""
     neutral = generator.space.neutralise(reference_canonical)
-    canonical, pose = generator.generate(neutral=neutral, options=options, **conditioning)
+    canonical, pose = generator.generate(neutral=neutral, options=options, progress=progress,
+                                         **conditioning)
     head = pose_from_relative(pose.astype(np.float64), reference_pose)
     landmarks = np.empty_like(canonical)
     for start in range(0, len(canonical), CHUNK_FRAMES):  # bounded float64 temporaries

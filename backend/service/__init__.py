@@ -1,0 +1,1 @@
+"""`dimitra serve` (the server and its worker processes), `dimitra proxy`, `dimitra client`."""

@@ -1,0 +1,157 @@
+"""Worker processes of `dimitra serve`: each loads the model once and runs one job at a time.
+
+A worker talks to its server over a private DEALER socket (ipc:// in a 0700 folder, or
+loopback TCP where ipc is missing). The frames between them are internal, not the public
+protocol of docs/PROTOCOL.md:
+
+    server -> worker   [b"job", seq, settings JSON, audio, reference]      | [b"stop"]
+    worker -> server   [b"ready", info JSON]                                | [b"failed", message]
+                       [b"progress", seq, {"stage", "fraction"}]
+                       [b"result", seq, summary JSON, motion .npz, reference points (478,2) <f4]
+                       [b"error", seq, {"code", "message"}]
+
+Cancelling is a shared integer: the server writes the job's `seq` into it, and the worker's
+progress callback, called between stages and after every generated window, stops the job.
+Workers ignore SIGINT/SIGTERM (the server drains and then stops them) and quit on their own
+when the server process is gone.
+"""
+
+import io
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zmq
+
+from backend.protocol import messages as m
+
+POLL_MS = 1000
+
+
+@dataclass
+class WorkerSettings:
+    model_path: str
+    device: str = "auto"            # auto | cpu | cuda
+    runtime: str = "torch"          # torch | onnx
+    torch_threads: int = 0          # 0 = torch's default
+    max_audio_seconds: float = 600.0
+
+
+class JobStopped(Exception):
+    """Raised inside a job when the server cancelled it."""
+
+
+def start_worker(index: int, address: str, settings: WorkerSettings,
+                 cancel_seq) -> multiprocessing.Process:
+    """A new worker process (spawned: no fork of the server's sockets or threads)."""
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=worker_main, name=f"dimitra-worker-{index}", daemon=True,
+                              args=(index, address, asdict(settings), cancel_seq))
+    process.start()
+    return process
+
+
+def worker_main(index: int, address: str, settings: dict, cancel_seq) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    settings = WorkerSettings(**settings)
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.linger = 1000
+    socket.routing_id = f"worker-{index}".encode()
+    socket.connect(address)
+    try:
+        animator, device = _load_animator(settings)
+    except Exception as error:  # noqa: BLE001 - the server reports it and exits
+        traceback.print_exc()
+        socket.send_multipart([b"failed", f"{type(error).__name__}: {error}".encode()])
+        return
+    socket.send_multipart([b"ready", _json({"pid": os.getpid(), "device": device,
+                                            "model": animator.model_path.name})])
+    parent = multiprocessing.parent_process()
+    while parent is None or parent.is_alive():
+        if not socket.poll(POLL_MS):
+            continue
+        frames = socket.recv_multipart()
+        if frames[0] == b"stop":
+            break
+        socket.send_multipart(_run_job(animator, settings, frames, cancel_seq, socket))
+        del frames  # the job's audio and picture
+    socket.close()
+
+
+def _load_animator(settings: WorkerSettings):
+    import torch
+
+    from backend.generation.animate import Animator
+
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    device = settings.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The ONNX runtime is the lead's addition to Animator; pass it only when asked for.
+    extra = {} if settings.runtime == "torch" else {"runtime": settings.runtime}
+    return Animator(settings.model_path, device, **extra), device
+
+
+def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq,
+             socket: zmq.Socket) -> list[bytes]:
+    """One job -> the reply frames (result or error). Progress is sent as it happens."""
+    from backend.generation.animate import AnimateRequest
+    from backend.generation.generator import GenerationOptions
+    from backend.generation.reference import ReferenceFaceError
+    from backend.media.audio import AudioError
+    from retarget.motion_file import write_motion
+
+    _, seq, job, audio, reference = frames
+    number = int(seq)
+    job = json.loads(job)
+
+    def progress(stage: str, fraction: float) -> None:
+        if cancel_seq.value == number:
+            raise JobStopped
+        socket.send_multipart([b"progress", seq, _json({"stage": stage, "fraction": fraction})])
+
+    try:
+        options = GenerationOptions(**job["options"])
+        options.validate()
+    except (ValueError, TypeError) as error:
+        return _error(seq, m.BAD_REQUEST, f"options: {error}")
+    try:
+        request = AnimateRequest(audio, reference, options, job["fps"],
+                                 max_audio_seconds=settings.max_audio_seconds)
+        motion, _, ref = animator.animate(request, progress)
+        motion.meta["audio"] = f"<{len(audio)} bytes sent to the service>"
+        buffer = io.BytesIO()
+        write_motion(buffer, motion)
+        points = b""
+        if job["correspondence"]:  # (478, 2) little-endian float32, reference image pixels
+            points = np.ascontiguousarray(ref.landmarks_px[:, :2], dtype="<f4").tobytes()
+        summary = {"frames": motion.frame_count, "fps": motion.fps,
+                   "duration_s": round(motion.duration_s, 3),
+                   "timing_s": motion.meta.get("timing_s", {}),
+                   "image_size": list(ref.image_size), "worker_pid": os.getpid()}
+        return [b"result", seq, _json(summary), buffer.getvalue(), points]
+    except JobStopped:
+        return _error(seq, m.CANCELLED, "the job was cancelled")
+    except AudioError as error:
+        return _error(seq, m.BAD_AUDIO, f"audio: {error}")
+    except ReferenceFaceError as error:
+        return _error(seq, m.BAD_REFERENCE, f"reference: {error}")
+    except Exception as error:  # noqa: BLE001 - a bug or an unforeseen input: keep serving
+        traceback.print_exc(file=sys.stderr)
+        return _error(seq, m.INTERNAL, f"the server failed on this request ({type(error).__name__}:"
+                      f" {error}); its log has the details. Please report it.")
+
+
+def _error(seq: bytes, code: str, message: str) -> list[bytes]:
+    return [b"error", seq, _json({"code": code, "message": message})]
+
+
+def _json(value: dict) -> bytes:
+    return json.dumps(value).encode()

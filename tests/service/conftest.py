@@ -1,0 +1,110 @@
+"""Real `dimitra serve` processes on loopback, with the shipped model, for the service tests.
+
+Servers run one worker with one torch thread (the test machine has two cores); sample audio
+is cut short so a job takes about a second.
+"""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile
+
+from tests.service.server_process import REPO, ServerProcess, wait_until
+
+SAMPLES = REPO / "samples"
+LONG_JOB = {"steps": 100}   # 12x the default sampling work, checked for cancel every window
+
+
+def wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def speech() -> np.ndarray:
+    from backend.media.audio import load_audio
+
+    return load_audio(SAMPLES / "speech_en.flac")       # (N,) 16 kHz
+
+
+@pytest.fixture(scope="session")
+def short_audio(speech) -> bytes:
+    """Two seconds of the sample speech as WAV bytes."""
+    return wav_bytes(speech[:32_000])
+
+
+@pytest.fixture(scope="session")
+def long_audio(speech) -> bytes:
+    """30 s of speech (the sample repeated) as FLAC bytes. With LONG_JOB's options a job
+    takes many seconds, most of them sampling (where a worker checks for cancellation)."""
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.resize(speech, 30 * 16_000), 16_000, format="FLAC")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def reference_image() -> bytes:
+    return (SAMPLES / "reference_face.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def shared_server():
+    """One worker, a queue of one, 8 MB messages, 2 s client timeout, 300 s of audio."""
+    running = ServerProcess("--workers", "1", "--queue", "1", "--max-message-mb", "8",
+                            "--client-timeout", "2", "--max-audio-seconds", "300")
+    yield running
+    running.terminate()
+
+
+@pytest.fixture
+def server(shared_server):
+    """The shared server, idle before and after the test (no job left running or queued)."""
+    assert wait_until(lambda: is_idle(shared_server.address), 30), "the server is still busy"
+    yield shared_server
+    assert shared_server.process.poll() is None, "the server died:\n" + shared_server.output
+    assert wait_until(lambda: is_idle(shared_server.address), 30), "a job was left behind"
+
+
+def is_idle(address: str) -> bool:
+    from backend.protocol.client import DimitraClient
+
+    with DimitraClient(address) as client:
+        load = client.info()["load"]
+    return load["running"] == 0 and load["queued"] == 0
+
+
+class RawPeer:
+    """A bare DEALER socket, for sending what a well-behaved client never would."""
+
+    def __init__(self, address: str):
+        import zmq
+
+        self.zmq = zmq
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket.linger = 0
+        self.socket.connect(address)
+
+    def send(self, frames: list[bytes], delimiter: bool = True) -> None:
+        self.socket.send_multipart(([b""] if delimiter else []) + list(frames))
+
+    def replies(self, timeout: float):
+        """Decoded replies as they come, until `timeout` s pass without one."""
+        from backend.protocol import messages as m
+
+        while self.socket.poll(int(timeout * 1000)):
+            _, body = m.split_envelope(self.socket.recv_multipart())
+            yield m.decode_reply(body)
+
+    def final_reply(self, timeout: float = 30.0):
+        """The first reply that ends a request (not accepted, progress or heartbeat)."""
+        from backend.protocol import messages as m
+
+        for reply in self.replies(timeout):
+            if not isinstance(reply, (m.Accepted, m.Progress, m.Heartbeat)):
+                return reply
+        return None
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
