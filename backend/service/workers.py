@@ -91,12 +91,8 @@ def _load_animator(settings: WorkerSettings):
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    device = settings.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    # The ONNX runtime is the lead's addition to Animator; pass it only when asked for.
-    extra = {} if settings.runtime == "torch" else {"runtime": settings.runtime}
-    return Animator(settings.model_path, device, **extra), device
+    animator = Animator(settings.model_path, settings.device, settings.runtime)
+    return animator, animator.device
 
 
 def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq,
