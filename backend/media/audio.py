@@ -157,6 +157,52 @@ def _decode_mono(container, stream, name: str, sample_rate: int,
 # Loudness
 # ---------------------------------------------------------------------------------------------
 
+GATING_BLOCK_S = 0.4     # BS.1770 gating blocks of 400 ms, every 100 ms
+_STREAM_SECONDS = 60     # filtered in pieces: an hour of audio never needs a float64 copy
+
+
+def integrated_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """(N,) mono -> integrated gated loudness in LUFS (ITU-R BS.1770-4), -inf for silence.
+
+    pyloudnorm's K-weighting filters and gating, computed in a stream (filter state carried
+    across pieces; 100 ms sums of squares combined into the overlapping 400 ms blocks), so the
+    memory stays bounded: pyloudnorm itself holds several float64 copies of the whole signal
+    (about 1.4 GB extra for an hour at 16 kHz). Same value as pyloudnorm to float precision.
+    """
+    from scipy.signal import lfilter, lfilter_zi
+
+    meter = pyloudnorm.Meter(sample_rate)
+    step = round(0.1 * sample_rate)
+    stages = [(f.b, f.a, f.passband_gain) for f in meter._filters.values()]
+    states = [lfilter_zi(b, a) * 0.0 for b, a, _ in stages]
+    sub_energy, carry = [], np.zeros(0)
+    piece = _STREAM_SECONDS * sample_rate
+    for start in range(0, len(samples), piece):
+        x = samples[start:start + piece].astype(np.float64)
+        for i, (b, a, gain) in enumerate(stages):
+            x, states[i] = lfilter(b, a, x, zi=states[i])
+            x = x * gain
+        x = np.concatenate([carry, x * x])
+        whole = len(x) // step * step
+        sub_energy.append(x[:whole].reshape(-1, step).sum(axis=1))
+        carry = x[whole:]
+    sums = np.concatenate(sub_energy)                              # (N // step,) per 100 ms
+    duration = len(samples) / sample_rate
+    blocks = int(np.round((duration - GATING_BLOCK_S) / 0.1)) + 1
+    window = round(GATING_BLOCK_S / 0.1)
+    padded = np.concatenate([sums, np.zeros(max(0, blocks + window - 1 - len(sums)))])
+    z = np.convolve(padded, np.ones(window), mode="valid")[:blocks] / (GATING_BLOCK_S * sample_rate)
+    with np.errstate(divide="ignore"):
+        block_loudness = -0.691 + 10 * np.log10(z)
+    gated = z[block_loudness >= -70.0]
+    if len(gated) == 0:
+        return float("-inf")
+    relative = -0.691 + 10 * np.log10(gated.mean()) - 10.0
+    kept = z[(block_loudness > relative) & (block_loudness > -70.0)]
+    with np.errstate(divide="ignore"):
+        return float(-0.691 + 10 * np.log10(kept.mean())) if len(kept) else float("-inf")
+
+
 def normalize_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
                        target_lufs: float = -23.0) -> np.ndarray:
     """(N,) float32 scaled to `target_lufs` integrated loudness (ITU-R BS.1770, LUFS).
@@ -166,10 +212,9 @@ def normalize_loudness(samples: np.ndarray, sample_rate: int = SAMPLE_RATE,
     have no measurable loudness: they come back unchanged.
     """
     samples = np.asarray(samples, dtype=np.float32)
-    meter = pyloudnorm.Meter(sample_rate)
-    if len(samples) < meter.block_size * sample_rate:
+    if len(samples) < GATING_BLOCK_S * sample_rate:
         return samples
-    loudness = meter.integrated_loudness(samples.astype(np.float64))
+    loudness = integrated_loudness(samples, sample_rate)
     if not np.isfinite(loudness):
         return samples
     scaled = samples * np.float32(10.0 ** ((target_lufs - loudness) / 20.0))

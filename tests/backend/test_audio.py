@@ -15,6 +15,7 @@ from backend.media.audio import (
     AudioError,
     audio_start_time,
     frame_rms_db,
+    integrated_loudness,
     load_audio,
     normalize_loudness,
     write_wav_atomic,
@@ -229,6 +230,15 @@ def test_quiet_and_loud_speech_reach_the_target(amplitude):
     loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(normalized.astype(np.float64))
     assert abs(loudness - (-23.0)) < 0.5
     assert normalized.dtype == np.float32 and np.max(np.abs(normalized)) <= 0.99
+
+
+@pytest.mark.parametrize("seconds", [0.41, 3.0, 75.0])
+def test_streamed_loudness_equals_pyloudnorm(seconds):
+    """The bounded-memory measure gives pyloudnorm's value, across its 60 s pieces too."""
+    samples = speech_like(seconds=seconds, amplitude=0.3)
+    samples[: len(samples) // 3] *= 0.05          # a quiet stretch, so the relative gate works
+    expected = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(samples.astype(np.float64))
+    assert integrated_loudness(samples) == pytest.approx(expected, abs=1e-6)
 
 
 def test_peaks_are_limited():
