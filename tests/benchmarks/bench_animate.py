@@ -39,7 +39,7 @@ def main(repeats: int = 3) -> dict:
 
     from backend.demo import SPEECH
     from backend.generation.animate import Animator
-    from backend.generation.generator import GenerationOptions
+    from backend.generation.generator import GenerationOptions, MotionGenerator
     from backend.media.audio import load_audio
 
     animator = Animator()
@@ -55,11 +55,21 @@ def main(repeats: int = 3) -> dict:
         feature_times.append(middle - start)
         sampling_times.append(time.perf_counter() - middle)
     features_s, sampling_s = statistics.median(feature_times), statistics.median(sampling_times)
+    onnx = MotionGenerator(animator.bundle, runtime="onnx")
+    onnx_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        onnx.generate(neutral=neutral, options=options, **conditioning)
+        onnx_times.append(time.perf_counter() - start)
+    onnx_s = statistics.median(onnx_times)
     results = {"device": "cpu", "torch_threads": torch.get_num_threads(),
                "audio_s": 60, "features_s": round(features_s, 3), "sampling_s": round(sampling_s, 3),
-               "realtime_factor": round(60 / (features_s + sampling_s), 1)}
+               "realtime_factor": round(60 / (features_s + sampling_s), 1),
+               "sampling_onnx_s": round(onnx_s, 3),
+               "realtime_factor_onnx": round(60 / (features_s + onnx_s), 1)}
     print(f"60 s of audio: features {features_s:.2f} s + sampling {sampling_s:.2f} s = "
-          f"{60 / (features_s + sampling_s):.0f}x real time")
+          f"{60 / (features_s + sampling_s):.0f}x real time; with onnxruntime sampling "
+          f"{onnx_s:.2f} s = {60 / (features_s + onnx_s):.0f}x")
     out = subprocess.run([sys.executable, "-c", _HOUR_CHILD, "3600"], capture_output=True,
                          text=True, cwd=REPO, check=True)
     hour = json.loads(out.stdout.strip().splitlines()[-1])
