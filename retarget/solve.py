@@ -1,0 +1,364 @@
+"""Landmark motion -> rig channels: shape-key weights and head, neck, jaw and eye bone rotations.
+
+The generated motion (canonical landmarks, head pose removed) is turned into displacements from
+the speaker's neutral face and carried into the rig's scene space by the similarity that lays
+the neutral face onto the landmarks' points on the rig (so rig units and axes never matter).
+Then, vectorised over all frames:
+- a jaw bone follows the chin and lower-lip points (rotation about the face's left-right axis
+  through the bone's head); if it also deforms the face, its share of the motion is removed
+  before the keys are solved;
+- shape-key weights: bounded least squares of every key's measured effect at the landmarks'
+  points against the displacements, weighted by region (lips first), with an L1 term so keys
+  that do not help stay at zero (ADMM; the keys' Gram matrix is factored once);
+- head pose drives the neck and head bones (split between them); iris points drive the eyes.
+Motion is smoothed in time (a Gaussian of `smoothing` seconds) before it is solved.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .correspond import Correspondence
+from .face import topology
+from .face.canonical import load_canonical_face
+from .face.measures import neutral_shape
+from .face.pose import (
+    Similarity,
+    euler_xyz_to_rotation,
+    fit_head_pose,
+    fit_similarity,
+    head_rotation,
+    to_canonical,
+)
+from .key_names import region_of
+from .motion_file import Motion, resample_motion
+from .rig import Bone, RigDescription, RigError
+from .rotations import axis_angle_to_matrix, rotation_fraction
+
+# How much each landmark's fit counts: the lips first, then lids, jaw and brows.
+POINT_WEIGHTS = (("lips_outer", 4.0), ("lips_inner", 4.0), ("right_upper_lid", 3.0),
+                 ("right_lower_lid", 3.0), ("left_upper_lid", 3.0), ("left_lower_lid", 3.0),
+                 ("right_iris", 3.0), ("left_iris", 3.0), ("jaw_line", 1.5),
+                 ("right_brow", 1.5), ("left_brow", 1.5), ("nose", 0.5))
+# Landmarks whose motion the jaw follows: chin, the lower lip and the skin between.
+JAW_POINTS = (152, 175, 199, 200, 18, 17, 16, 15, 14, 148, 377, 176, 400)
+# Landmark regions a key's measured effect is attributed to, when its name is unknown.
+EFFECT_REGIONS = {
+    "mouth": ("lips_outer", "lips_inner", "jaw_line"),
+    "eyes": ("right_upper_lid", "right_lower_lid", "left_upper_lid", "left_lower_lid"),
+    "gaze": ("right_iris", "left_iris"),
+    "brows": ("right_brow", "left_brow"),
+}
+EYEBALL_RADIUS = 0.4   # of the eye's corner-to-corner width (about 12 of 30 mm)
+JAW_RANGE = (-0.05, 0.6)   # radians of opening the jaw bone may take
+MOVES_NOTHING = 1e-5   # a key moving the landmarks' points less than this (of the face size)
+
+
+@dataclass
+class SolveOptions:
+    strength: dict[str, float] = field(default_factory=dict)  # region or "head" -> scale (1)
+    smoothing: float = 0.03        # seconds (Gaussian sigma); 0 = none
+    sparsity: float = 0.01         # L1 weight: how much a lone key's weight shrinks
+    neck_share: float = 0.35       # of the head rotation given to the neck bone
+    max_iterations: int = 400
+    tolerance: float = 2e-4        # ADMM stop: weight change and constraint gap
+
+    def strength_of(self, region: str) -> float:
+        return float(self.strength.get(region, 1.0))
+
+
+@dataclass
+class RigAnimation:
+    """Per-channel curves at the rig's frame rate; frame 0 is the motion's first frame."""
+
+    fps: float
+    shape_keys: dict[str, np.ndarray]       # key name -> (T,) weight
+    bone_rotations: dict[str, np.ndarray]   # bone name -> (T, 3, 3) pose rotation (bone local)
+    report: dict = field(default_factory=dict)
+
+    @property
+    def frame_count(self) -> int:
+        for values in (*self.shape_keys.values(), *self.bone_rotations.values()):
+            return len(values)
+        return 0
+
+
+def face_motion(motion: Motion) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 478, 3) canonical landmarks and (478, 3) neutral shape of a motion file.
+
+    Uses the `canonical` and `neutral` extras that `animate` writes; fits them from the pixel
+    landmarks when a file lacks them.
+    """
+    if "canonical" in motion.extras:
+        canonical = np.asarray(motion.extras["canonical"], dtype=np.float64)
+    else:
+        pose = fit_head_pose(motion.landmarks.astype(np.float64), load_canonical_face())
+        canonical = to_canonical(motion.landmarks.astype(np.float64), pose)
+    if "neutral" in motion.extras:
+        neutral = np.asarray(motion.extras["neutral"], dtype=np.float64)
+    else:
+        neutral = neutral_shape(canonical).astype(np.float64)
+    return canonical, neutral
+
+
+def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
+          options: SolveOptions | None = None) -> RigAnimation:
+    """All channels of the rig for `motion`, resampled to `rig.fps`."""
+    options = options or SolveOptions()
+    correspondence.check(rig)
+    if not rig.shape_keys and not rig.bones:
+        raise RigError("the rig has neither shape keys nor head/jaw/eye bones to animate")
+    motion = resample_motion(motion, rig.fps)
+    canonical, neutral = face_motion(motion)
+    valid = correspondence.valid
+    rest = correspondence.points(rig)                                       # (478, 3) scene
+    to_scene = canonical_to_scene(neutral, rest, valid)
+    sigma = options.smoothing * rig.fps
+    displacement = smooth_in_time(canonical - neutral, sigma)              # (T, 478, 3) IOD
+    targets = to_scene.scale * displacement @ to_scene.rotation.T          # (T, 478, 3) scene
+    lateral, up = to_scene.rotation[:, 0], to_scene.rotation[:, 1]
+    bones: dict[str, np.ndarray] = {}
+    report: dict = {"frames": len(targets), "fps": rig.fps, "method": correspondence.method,
+                    "landmarks_on_rig": int(valid.sum())}
+
+    if "jaw" in rig.bones:
+        jaw = rig.bones["jaw"]
+        angle = jaw_angle(rest, targets, jaw.head, lateral, up, valid)      # (T,) radians
+        if jaw.face_weights is not None:   # the bone moves the face: the keys solve the rest
+            weights = correspondence.scalar(rig, jaw.face_weights)
+            arm = rest - jaw.head
+            moved = np.einsum("tij,nj->tni", axis_angle_to_matrix(lateral, angle), arm) - arm
+            targets = targets - weights[None, :, None] * moved
+        opening = axis_angle_to_matrix(lateral, angle * options.strength_of("mouth"))
+        bones[jaw.name] = bone_local(jaw, opening)
+        report["jaw_angle_max_deg"] = float(np.degrees(np.abs(angle).max()))
+
+    shape_keys = {}
+    if rig.shape_keys:
+        basis = correspondence.points(rig, rig.key_deltas())               # (K, 478, 3)
+        lower = np.array([k.slider_min for k in rig.shape_keys])
+        upper = np.array([k.slider_max for k in rig.shape_keys])
+        point_weights = landmark_weights() * valid
+        face_size = np.linalg.norm(np.ptp(rest[valid], axis=0)) if valid.any() else 1.0
+        moves = np.abs(basis).max(axis=(1, 2)) > MOVES_NOTHING * face_size
+        weights = solve_weights(basis[moves], targets, point_weights, lower[moves],
+                                upper[moves], options)
+        regions = [key_region(k.name, b) for k, b in zip(rig.shape_keys, basis)]
+        index = np.flatnonzero(moves)
+        for k, key in enumerate(rig.shape_keys):
+            if not moves[k]:
+                shape_keys[key.name] = np.zeros(len(targets))
+                continue
+            column = weights[:, np.searchsorted(index, k)]
+            scaled = column * options.strength_of(regions[k]) if regions[k] else column
+            shape_keys[key.name] = np.clip(scaled, key.slider_min, key.slider_max)
+        report["keys_solved"] = [k.name for k, m in zip(rig.shape_keys, moves) if m]
+        report["keys_moving_nothing"] = [k.name for k, m in zip(rig.shape_keys, moves) if not m]
+        fitted = np.einsum("tk,knd->tnd", weights, basis[moves])
+        error = np.linalg.norm(fitted - targets, axis=-1)[:, list(topology.LIPS)]
+        report["lip_residual"] = float(error.mean() / max(to_scene.scale, 1e-12))  # IOD units
+
+    head_motion = rotation_fraction(
+        head_rotation_in_scene(motion, to_scene, sigma), options.strength_of("head"))
+    bones.update(head_and_neck(rig, head_motion, options.neck_share))
+    gaze = rotation_fraction(gaze_rotation(neutral + displacement, neutral, to_scene),
+                             options.strength_of("gaze"))
+    for role in ("eye_left", "eye_right"):
+        if role in rig.bones:
+            bones[rig.bones[role].name] = bone_local(rig.bones[role], gaze)
+    return RigAnimation(rig.fps, shape_keys, bones, report)
+
+
+def canonical_to_scene(neutral: np.ndarray, rest: np.ndarray, valid: np.ndarray) -> Similarity:
+    """Similarity laying the neutral face (canonical frame) onto the landmarks' rig points."""
+    stable = [i for i in topology.STABLE_POINTS if valid[i]]
+    if len(stable) >= 8:
+        weights = np.array([w for i, w in zip(topology.STABLE_POINTS, topology.STABLE_WEIGHTS)
+                            if valid[i]])
+        return fit_similarity(neutral[stable], rest[stable], weights)
+    points = np.flatnonzero(valid[:topology.NUM_MESH_LANDMARKS])
+    if len(points) < 20:
+        raise RigError(f"only {len(points)} face landmarks have a point on the rig; the face "
+                       "was not found on the mesh: make the correspondence again")
+    return fit_similarity(neutral[points], rest[points])
+
+
+def landmark_weights() -> np.ndarray:
+    """(478,) how much each landmark's fit counts."""
+    weights = np.ones(topology.NUM_LANDMARKS)
+    for region, weight in POINT_WEIGHTS:
+        weights[list(topology.REGIONS[region])] = np.maximum(
+            weights[list(topology.REGIONS[region])], weight)
+    return weights
+
+
+def key_region(name: str, effect: np.ndarray) -> str | None:
+    """The region a key's strength comes from: by name, else where its effect (478, 3) is."""
+    region = region_of(name)
+    if region:
+        return region
+    energy = (effect ** 2).sum(-1)
+    totals = {r: energy[list(set().union(*(topology.REGIONS[n] for n in names)))].sum()
+              for r, names in EFFECT_REGIONS.items()}
+    best = max(totals, key=totals.get)
+    return best if totals[best] > 0 else None
+
+
+def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndarray,
+                  lower: np.ndarray, upper: np.ndarray, options: SolveOptions) -> np.ndarray:
+    """Bounded, sparse least squares for every frame at once.
+
+    basis (K, N, 3) each key's displacement of the N points, targets (T, N, 3), point_weights
+    (N,), bounds (K,) -> (T, K) weights minimising
+    sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2 + sparsity * sum_k G_kk |x_k|, lower <= x <= upper.
+    ADMM in unit-scaled variables; (G + rho I) is inverted once for all frames.
+    """
+    count = len(basis)
+    if count == 0:
+        return np.zeros((len(targets), 0))
+    root = np.sqrt(np.repeat(point_weights, 3))
+    design = basis.reshape(count, -1) * root                               # (K, 3N)
+    gram = design @ design.T                                               # (K, K)
+    scale = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+    gram_unit = gram / np.outer(scale, scale)
+    linear = (targets.reshape(len(targets), -1) * root) @ design.T / scale  # (T, K)
+    threshold = options.sparsity * scale                                   # on unit variables
+    low, high = lower * scale, upper * scale
+    rho = 1.0   # the unit-scaled Gram matrix has a unit diagonal: its eigenvalues average 1
+    inverse = np.linalg.inv(gram_unit + rho * np.eye(count))
+    start = np.clip(linear @ np.linalg.pinv(gram_unit, rcond=1e-6), low, high)
+    chosen = _admm(linear, inverse, rho, start, low, high, threshold, scale, options)
+    # The L1 term picked which keys each frame uses; solve again without its shrinkage so the
+    # chosen keys reach their full weight (correlated keys would otherwise stay short).
+    active = chosen != 0
+    final = _admm(linear, inverse, rho, chosen, np.where(active, low, 0.0),
+                  np.where(active, high, 0.0), np.zeros(count), scale, options)
+    return final / scale
+
+
+def _admm(linear, inverse, rho, z, low, high, threshold, scale, options) -> np.ndarray:
+    """min x'Gx/2 - linear.x + threshold.|x| with low <= x <= high, per row of linear (T, K)."""
+    relax = 1.6   # over-relaxation: fewer iterations for the same accuracy
+    u = np.zeros_like(z)
+    for _ in range(options.max_iterations):
+        x = (linear + rho * (z - u)) @ inverse
+        x_relaxed = relax * x + (1 - relax) * z
+        z_previous = z
+        shifted = x_relaxed + u
+        z = np.clip(np.sign(shifted) * np.maximum(np.abs(shifted) - threshold / rho, 0), low, high)
+        u += x_relaxed - z
+        primal = np.abs((x - z) / scale).max()
+        dual = np.abs((z - z_previous) / scale).max()
+        if primal < options.tolerance and dual < options.tolerance:
+            break
+    return z
+
+
+def jaw_angle(rest: np.ndarray, targets: np.ndarray, pivot: np.ndarray, lateral: np.ndarray,
+              up: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(T,) jaw rotation about `lateral` through `pivot` that carries the chin points along.
+
+    rest (478, 3) and targets (T, 478, 3) in scene space; the sign is the rotation's about
+    `lateral` (right-hand rule), whatever the bone's own axes are.
+    """
+    points = [i for i in JAW_POINTS if valid[i]]
+    if not points:
+        return np.zeros(len(targets))
+    arm = rest[points] - pivot                                             # (P, 3)
+    arm = arm - np.outer(arm @ lateral, lateral)
+    moved = arm + targets[:, points]
+    moved = moved - (moved @ lateral)[..., None] * lateral
+    sine = np.einsum("d,tpd->tp", lateral, np.cross(arm, moved))
+    cosine = np.einsum("pd,tpd->tp", arm, moved)
+    reach = np.linalg.norm(arm, axis=1)
+    angle = (np.arctan2(sine, cosine) * reach).sum(1) / max(reach.sum(), 1e-12)
+    # Opening moves the chin down: that fixes which sign of the rotation opens.
+    chin = arm[np.argmax(reach)]
+    opens = 1.0 if np.cross(lateral, chin) @ -up > 0 else -1.0
+    return opens * np.clip(opens * angle, *JAW_RANGE)
+
+
+def head_rotation_in_scene(motion: Motion, to_scene: Similarity, sigma: float) -> np.ndarray:
+    """(T, 3, 3) head rotation relative to rest, in scene axes (rotation about the bones' heads).
+
+    The motion's pose is in the camera's upright axes; the reference's own rotation in that
+    frame (near identity for a frontal render) carries it into the head's axes.
+    """
+    angles = smooth_in_time(np.asarray(motion.pose[:, :3], dtype=np.float64), sigma)
+    relative = euler_xyz_to_rotation(angles)                               # (T, 3, 3) upright
+    sample = slice(0, min(len(relative), 50))
+    landmarks = np.asarray(motion.landmarks[sample], dtype=np.float64)
+    absolute = head_rotation(fit_head_pose(landmarks, load_canonical_face()))
+    reference = _mean_rotation(np.swapaxes(relative[sample], 1, 2) @ absolute)
+    in_head = reference.T @ relative @ reference
+    return to_scene.rotation @ in_head @ to_scene.rotation.T
+
+
+def head_and_neck(rig: RigDescription, head_motion: np.ndarray,
+                  neck_share: float) -> dict[str, np.ndarray]:
+    """Pose rotations of the neck and head bones so that the head turns by `head_motion`."""
+    head, neck = rig.bones.get("head"), rig.bones.get("neck")
+    out = {}
+    if neck is None or head is None:
+        bone = head or neck
+        if bone is not None:
+            out[bone.name] = bone_local(bone, head_motion)
+        return out
+    neck_motion = rotation_fraction(head_motion, neck_share)
+    out[neck.name] = bone_local(neck, neck_motion)
+    # A head under the neck already turns with it; it adds the rest.
+    remaining = np.swapaxes(neck_motion, 1, 2) @ head_motion if head.parent == neck.name \
+        else head_motion
+    out[head.name] = bone_local(head, remaining)
+    return out
+
+
+def gaze_rotation(canonical: np.ndarray, neutral: np.ndarray, to_scene: Similarity) -> np.ndarray:
+    """(T, 3, 3) eye rotation in scene axes from the irises' shift within the eyes (both eyes)."""
+    shifts, widths = [], []
+    for iris, (outer, inner) in ((topology.RIGHT_IRIS[0], topology.RIGHT_EYE_CORNERS),
+                                 (topology.LEFT_IRIS[0], topology.LEFT_EYE_CORNERS)):
+        shifts.append(_iris_offset(canonical, iris, outer, inner)
+                      - _iris_offset(neutral, iris, outer, inner))
+        widths.append(np.linalg.norm(neutral[outer] - neutral[inner]))
+    radius = EYEBALL_RADIUS * np.mean(widths)
+    shift = np.mean(shifts, axis=0)                                        # (T, 3) canonical
+    yaw = np.arcsin(np.clip(shift[:, 0] / radius, -1, 1))      # toward the subject's left: +y
+    pitch = np.arcsin(np.clip(shift[:, 1] / radius, -1, 1))    # looking up: -x
+    in_head = axis_angle_to_matrix(np.array([0.0, 1, 0]), yaw) @ \
+        axis_angle_to_matrix(np.array([1.0, 0, 0]), -pitch)
+    return to_scene.rotation @ in_head @ to_scene.rotation.T
+
+
+def _iris_offset(face: np.ndarray, iris: int, outer: int, inner: int) -> np.ndarray:
+    """(..., 3) iris centre relative to the middle of the eye's corners."""
+    return face[..., iris, :] - (face[..., outer, :] + face[..., inner, :]) / 2
+
+
+def bone_local(bone: Bone, rotation: np.ndarray) -> np.ndarray:
+    """(T, 3, 3) rotation about the bone's head in scene axes -> the bone's pose rotation."""
+    axes = bone.rest_rotation
+    return axes.T @ rotation @ axes
+
+
+def smooth_in_time(values: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian filter of (T, ...) along T, sigma in frames; edges reflect."""
+    values = np.asarray(values, dtype=np.float64)
+    if sigma <= 0.25 or len(values) < 2:
+        return values
+    radius = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.concatenate([values[radius:0:-1], values, values[-2:-radius - 2:-1]]) \
+        if len(values) > radius + 1 else np.pad(values, [(radius, radius)] + [(0, 0)] *
+                                                 (values.ndim - 1), mode="edge")
+    out = np.zeros_like(values)
+    for offset, weight in enumerate(kernel):
+        out += weight * padded[offset:offset + len(values)]
+    return out
+
+
+def _mean_rotation(rotations: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(rotations.mean(0))
+    return u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+
