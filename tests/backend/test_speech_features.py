@@ -188,3 +188,19 @@ def test_cache_recomputes_a_damaged_entry(tmp_path):
     cache = FeatureCache(tmp_path)
     cache.path_for(extractor, samples, 25.0).write_bytes(b"half a file")
     assert np.array_equal(cache.get_or_compute(extractor, samples), extractor.extract(samples))
+
+
+def test_joined_names_give_the_parts_side_by_side():
+    """"log-mel+bilabials": the log-mel rows, then a 0/1 column marking the p, b, m frames."""
+    from backend.demo import SPEECH
+    from backend.features.bilabials import bilabial_frames
+
+    speech = load_audio(SPEECH)[:SAMPLE_RATE * 4]
+    joined = get_extractor("log-mel+bilabials")
+    assert (joined.name, joined.dim) == ("log-mel+bilabials", 321)
+    features = joined.extract(speech)
+    assert np.array_equal(features[:, :320], LogMelFeatures().extract(speech))
+    marks = features[:, 320]
+    assert set(np.unique(marks)) == {0.0, 1.0}                 # the sample has bilabials
+    found = bilabial_frames(speech)
+    assert np.array_equal(marks[:len(found)], found[:len(marks)])
