@@ -115,6 +115,21 @@ def test_very_short_clips_work(animator, speech, seconds):
     assert np.isfinite(motion.landmarks).all()
 
 
+def test_music_moves_the_mouth_less_than_speech(animator, speech):
+    """Chords with no voice: finite motion, the face in the picture, no speech-like flapping."""
+    t = np.arange(16_000 * 6) / 16_000
+    notes = [261.6, 329.6, 392.0, 523.3]
+    chord = sum(np.sin(2 * np.pi * f * t * (1 + 0.5 * (t // 1.5 % 2))) for f in notes)
+    music = (0.2 * chord / np.abs(chord).max() * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))**2)
+    motion, _, reference = animator.animate(AnimateRequest(audio_bytes(music.astype(np.float32)),
+                                                           REFERENCE_IMAGE))
+    assert np.isfinite(motion.landmarks).all() and np.isfinite(motion.pose).all()
+    width = reference.image_size[0]
+    assert (motion.landmarks[..., 0] > 0).all() and (motion.landmarks[..., 0] < width).all()
+    talking, _, _ = animator.animate(AnimateRequest(audio_bytes(speech[:16_000 * 6]), REFERENCE_IMAGE))
+    assert mouth_gap(motion).std() < mouth_gap(talking).std()
+
+
 def test_a_face_free_reference_is_refused_clearly(animator, tmp_path):
     from PIL import Image
 
