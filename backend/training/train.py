@@ -240,7 +240,9 @@ def main(argv=None) -> None:
                         args.features, meta | {"step": done})
             scores = {"score": 0.0}
             if args.dev_every:
-                scores = dev_scores(ModelBundle(ema, space, args.features), dataset, args.features)
+                # On a CPU copy: generation runs on the CPU, and the EMA must stay on the device.
+                scores = dev_scores(ModelBundle(copy.deepcopy(ema).cpu(), space, args.features),
+                                    dataset, args.features)
                 _append_dev_row(out / "dev.csv", done, scores)
             print(f"step {done}: loss {losses['loss'].item():.4f} "
                   f"({time.perf_counter() - started:.0f} s) dev " + " ".join(
