@@ -86,14 +86,22 @@ def _average_over_video_frames(frames: np.ndarray, frame_rate: float, fps: float
         return np.zeros((0, frames.shape[1]), np.float32)
     edges = (np.arange(num_frames + 1) / fps - start_s) * frame_rate  # (T+1,) in source frames
     assert edges[-1] <= len(frames) + 1e-6, "source frames end before the last video frame"
+    out = np.empty((num_frames, frames.shape[1]), np.float32)
     # The running integral of piecewise-constant frames is piecewise linear: interpolating it
-    # at the span edges is exact.
-    integral = np.concatenate([np.zeros((1, frames.shape[1])),
-                               np.cumsum(frames, axis=0, dtype=np.float64)])  # (M+1, D)
-    whole = np.clip(np.floor(edges).astype(np.int64), 0, len(frames) - 1)
-    part = (edges - whole)[:, None]
-    at_edges = integral[whole] + part * (integral[whole + 1] - integral[whole])  # (T+1, D)
-    return (np.diff(at_edges, axis=0) / np.diff(edges)[:, None]).astype(np.float32)
+    # at the span edges is exact. It is built 2048 video frames at a time, so an hour of
+    # features needs no float64 copy of itself.
+    for first in range(0, num_frames, 2048):
+        span = edges[first:first + 2049]
+        offset = int(np.clip(np.floor(span[0]), 0, len(frames) - 1))
+        local = frames[offset:int(np.ceil(span[-1])) + 1]
+        integral = np.concatenate([np.zeros((1, frames.shape[1])),
+                                   np.cumsum(local, axis=0, dtype=np.float64)])  # (m+1, D)
+        position = span - offset
+        whole = np.clip(np.floor(position).astype(np.int64), 0, len(local) - 1)
+        part = (position - whole)[:, None]
+        at_edges = integral[whole] + part * (integral[whole + 1] - integral[whole])
+        out[first:first + len(span) - 1] = np.diff(at_edges, axis=0) / np.diff(span)[:, None]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -157,6 +157,7 @@ def _decode_mono(container, stream, name: str, sample_rate: int,
 # Loudness
 # ---------------------------------------------------------------------------------------------
 
+_FRAMES_PER_PIECE = 4096  # video frames measured at a time (bounded float64 temporaries)
 GATING_BLOCK_S = 0.4     # BS.1770 gating blocks of 400 ms, every 100 ms
 _STREAM_SECONDS = 60     # filtered in pieces: an hour of audio never needs a float64 copy
 
@@ -244,9 +245,15 @@ def frame_rms_db(samples: np.ndarray, fps: float = 25.0, sample_rate: int = SAMP
         num_frames = video_frame_count(len(samples), fps, sample_rate)
     edges = np.round(np.arange(num_frames + 1) * (sample_rate / fps)).astype(np.int64)
     edges = np.minimum(edges, len(samples))
-    # A running sum of energy handles a non-integer number of samples per frame.
-    energy = np.concatenate([[0.0], np.cumsum(np.square(samples, dtype=np.float64))])
-    power = np.diff(energy[edges]) / np.maximum(np.diff(edges), 1)
+    power = np.empty(num_frames)
+    # A running sum of energy handles a non-integer number of samples per frame; it restarts
+    # every 4096 frames so an hour of audio needs no float64 copy of itself.
+    for first in range(0, num_frames, _FRAMES_PER_PIECE):
+        part = edges[first:first + _FRAMES_PER_PIECE + 1]
+        energy = np.concatenate([[0.0], np.cumsum(np.square(samples[part[0]:part[-1]],
+                                                            dtype=np.float64))])
+        power[first:first + len(part) - 1] = (np.diff(energy[part - part[0]])
+                                              / np.maximum(np.diff(part), 1))
     level_db = 10.0 * np.log10(np.maximum(power, 10.0 ** (FLOOR_DB / 10.0)))
     return level_db.astype(np.float32)
 
