@@ -72,8 +72,11 @@ class MotionSpace:
         canonical = np.repeat(neutral[None].astype(np.float32), len(motion), axis=0)
         for name, points, basis in (("lower", self.lower_points, self.lower_basis),
                                     ("upper", self.upper_points, self.upper_basis)):
-            offsets = raw[:, parts[name]] @ basis.astype(np.float32)
-            canonical[:, points] += offsets.reshape(len(motion), -1, 3)
+            basis = basis.astype(np.float32)
+            for start in range(0, len(motion), 4096):   # bounded (frames, points * 3) offsets
+                part = slice(start, start + 4096)
+                offsets = raw[part, parts[name]] @ basis
+                canonical[part, points] += offsets.reshape(len(offsets), -1, 3)
         return canonical, raw[:, parts["pose"]]
 
     def lip_gap_basis(self) -> np.ndarray:
