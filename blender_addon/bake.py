@@ -395,10 +395,10 @@ def export(out: Path) -> Path:
                 bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
                 bake_anim_simplify_factor=0.0, bake_anim_force_startend_keying=True,
                 add_leaf_bones=False)
-        else:
+        else:   # one glTF animation from the one Action with a slot per datablock
             bpy.ops.export_scene.gltf(
                 filepath=str(tmp), check_existing=False, export_format="GLB",
-                export_animations=True, export_animation_mode="SCENE", export_force_sampling=True,
+                export_animations=True, export_animation_mode="ACTIONS", export_force_sampling=True,
                 export_optimize_animation_size=False, export_frame_range=True, export_morph=True,
                 export_morph_animation=True)
     return out
