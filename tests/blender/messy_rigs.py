@@ -37,10 +37,10 @@ VROID = {"Fcl_MTH_A": VISEME_MIXES["aa"], "Fcl_MTH_I": VISEME_MIXES["I"],
          "Fcl_MTH_O": VISEME_MIXES["O"], "Fcl_EYE_Close_L": {"eyeBlinkLeft": 1.0},
          "Fcl_EYE_Close_R": {"eyeBlinkRight": 1.0},
          "Fcl_BRW_Angry": {"browDownLeft": 1.0, "browDownRight": 1.0}}
-# Which key of each style carries the mouth opening (what the tests compare).
-MOUTH_KEY = {"arkit": "jawOpen", "prefixed": "AK_24_JawOpen", "suffixed": "jawOpen",
-             "visemes": "viseme_aa", "bare_visemes": "aa", "vi_visemes": "AA_VI_10_aa",
-             "vroid": "Fcl_MTH_A"}
+# The key of each style that opens the mouth most.
+MOUTH_KEY = {"arkit": "jawOpen", "prefixed": f"AK_{ARKIT_52.index('jawOpen'):02d}_JawOpen",
+             "suffixed": "jawOpen", "visemes": "viseme_aa", "bare_visemes": "aa",
+             "vi_visemes": "AA_VI_10_aa", "vroid": "Fcl_MTH_A"}
 MIXAMO_BONES = {"neck": "mixamorig:Neck", "head": "mixamorig:Head", "jaw": "Jaw",
                 "eye.L": "mixamorig:LeftEye", "eye.R": "mixamorig:RightEye"}
 
@@ -71,6 +71,16 @@ def key_set(style: str, deltas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             total = total + weight * deltas[source]
         out[renamed] = total
     return out
+
+
+def jaw_opening(style: str, values: dict[str, np.ndarray]) -> np.ndarray:
+    """How far the keys open the jaw together (in jawOpen units): visemes share the opening."""
+    if style in ("arkit", "prefixed", "suffixed"):
+        return values[MOUTH_KEY[style]]
+    mixes = VROID if style == "vroid" else VISEME_MIXES
+    renamed = {key: name for name in mixes for key in values
+               if key in (name, f"viseme_{name}") or key.endswith(f"_{name}")}
+    return sum(values[key] * mixes[name].get("jawOpen", 0.0) for key, name in renamed.items())
 
 
 def subdivide(vertices: np.ndarray, triangles: np.ndarray, fields: list[np.ndarray]):
