@@ -41,6 +41,7 @@ from retarget.solve import RigAnimation, SolveOptions, solve
 
 from . import blender_api
 from .rig_reader import find_armature, find_face_meshes, read_rig
+from .scene_state import temporarily
 
 RIG_FORMATS = (".blend", ".fbx", ".glb", ".gltf")
 OUT_FORMATS = (".blend", ".fbx", ".glb")
@@ -202,18 +203,14 @@ def render_reference(rig: RigDescription, armature, forward: np.ndarray, up: np.
     transform[:3, :3], transform[:3, 3] = axes, origin
     camera.matrix_world = Matrix(transform.tolist())
     try:
-        with contextlib.ExitStack() as restore:
-            for owner, name, value in _render_settings(scene, camera):
-                restore.enter_context(_temporarily(owner, name, value))
-            for obj in bpy.data.objects:   # the rest state: no pose, no shape key mix
-                if obj.type == "MESH" and obj.data.shape_keys is not None:
-                    restore.enter_context(_temporarily(obj, "show_only_shape_key", True))
-                    restore.enter_context(_temporarily(obj, "active_shape_key_index", 0))
-                if obj.type == "ARMATURE":
-                    restore.enter_context(_temporarily(obj.data, "pose_position", "REST"))
-            scene.render.filepath = str(image)
-            with _quiet():
-                bpy.ops.render.render(write_still=True)
+        rest_state = []   # the rest state: no pose, no shape key mix
+        for obj in bpy.data.objects:
+            if obj.type == "MESH" and obj.data.shape_keys is not None:
+                rest_state += [(obj, "show_only_shape_key", True), (obj, "active_shape_key_index", 0)]
+            if obj.type == "ARMATURE":
+                rest_state.append((obj.data, "pose_position", "REST"))
+        with temporarily(_render_settings(scene, camera, image) + rest_state), _quiet():
+            bpy.ops.render.render(write_still=True)
     finally:
         bpy.data.objects.remove(camera)
         bpy.data.cameras.remove(camera_data)
@@ -270,26 +267,16 @@ def _face_region(rig: RigDescription) -> np.ndarray:
     return np.ones(len(rig.vertices), dtype=bool)
 
 
-def _render_settings(scene, camera) -> list[tuple]:
+def _render_settings(scene, camera, image: Path) -> list[tuple]:
     render, shading = scene.render, scene.display.shading
     return [(render, "engine", "BLENDER_WORKBENCH"), (render, "resolution_x", RENDER_SIZE),
             (render, "resolution_y", RENDER_SIZE), (render, "resolution_percentage", 100),
             (render, "pixel_aspect_x", 1.0), (render, "pixel_aspect_y", 1.0),
             (render, "film_transparent", False), (render, "use_border", False),
             (render.image_settings, "file_format", "PNG"),
-            (render.image_settings, "color_mode", "RGB"), (render, "filepath", render.filepath),
+            (render.image_settings, "color_mode", "RGB"), (render, "filepath", str(image)),
             (scene.display, "render_aa", "FXAA"), (shading, "light", "STUDIO"),
             (shading, "color_type", "MATERIAL"), (scene, "camera", camera)]
-
-
-@contextlib.contextmanager
-def _temporarily(owner, name: str, value):
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
 
 
 @contextlib.contextmanager
@@ -387,7 +374,7 @@ def export(out: Path) -> Path:
     with atomic_path(out, keep_suffix=True) as tmp, _quiet():
         if suffix == ".blend":
             preferences = bpy.context.preferences.filepaths
-            with _temporarily(preferences, "save_version", 0):   # no .blend1 beside it
+            with temporarily([(preferences, "save_version", 0)]):   # no .blend1 beside it
                 bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
         elif suffix == ".fbx":
             bpy.ops.export_scene.fbx(

@@ -60,7 +60,7 @@ class SolveOptions:
     smoothing: float = 0.03        # seconds (Gaussian sigma); 0 = none
     sparsity: float = 0.01         # L1 weight: how much a lone key's weight shrinks
     neck_share: float = 0.35       # of the head rotation given to the neck bone
-    max_iterations: int = 400
+    max_iterations: int = 100      # ADMM, only to pick each frame's keys; then exact
     tolerance: float = 2e-4        # ADMM stop: weight change and constraint gap
 
     def strength_of(self, region: str) -> float:
@@ -224,33 +224,73 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
     linear = (targets.reshape(len(targets), -1) * root) @ design.T / scale  # (T, K)
     threshold = options.sparsity * scale                                   # on unit variables
     low, high = lower * scale, upper * scale
-    rho = 1.0   # the unit-scaled Gram matrix has a unit diagonal: its eigenvalues average 1
-    inverse = np.linalg.inv(gram_unit + rho * np.eye(count))
     start = np.clip(linear @ np.linalg.pinv(gram_unit, rcond=1e-6), low, high)
-    chosen = _admm(linear, inverse, rho, start, low, high, threshold, scale, options)
-    # The L1 term picked which keys each frame uses; solve again without its shrinkage so the
-    # chosen keys reach their full weight (correlated keys would otherwise stay short).
+    chosen = _admm(gram_unit, linear, start, low, high, threshold, scale, options)
+    # The L1 term picked which keys each frame uses; solve those exactly, without its
+    # shrinkage, so the chosen keys reach their full weight (correlated ones would stay short).
     active = chosen != 0
-    final = _admm(linear, inverse, rho, chosen, np.where(active, low, 0.0),
-                  np.where(active, high, 0.0), np.zeros(count), scale, options)
+    final = _exact_on_support(gram_unit, linear, chosen, np.where(active, low, 0.0),
+                              np.where(active, high, 0.0))
     return final / scale
 
 
-def _admm(linear, inverse, rho, z, low, high, threshold, scale, options) -> np.ndarray:
-    """min x'Gx/2 - linear.x + threshold.|x| with low <= x <= high, per row of linear (T, K)."""
-    relax = 1.6   # over-relaxation: fewer iterations for the same accuracy
-    u = np.zeros_like(z)
-    for _ in range(options.max_iterations):
-        x = (linear + rho * (z - u)) @ inverse
+def _exact_on_support(gram, linear, z, low, high, rounds: int = 6) -> np.ndarray:
+    """Box-constrained least squares per frame, from a near solution z (T, K): keys at a bound
+    stay there unless the gradient pulls them in; the others are solved exactly, as one batch
+    of (K, K) systems; frames whose solution crossed a bound are solved again."""
+    count = len(gram)
+    z = np.clip(z.astype(np.float64), low, high)
+    eye = np.eye(count, dtype=bool)
+    rows = np.arange(len(z))
+    for _ in range(rounds):
+        zr, lo, hi, c = z[rows], low[rows], high[rows], linear[rows]
+        gradient = zr @ gram - c
+        at_low = (zr <= lo + 1e-9) & ((gradient >= 0) | (lo == hi))
+        at_high = (zr >= hi - 1e-9) & ((gradient <= 0) | (lo == hi))
+        free = ~(at_low | at_high)
+        matrix = np.where(free[:, :, None] & free[:, None, :], gram, 0.0) + (eye & ~free[:, None, :])
+        rhs = np.where(free, c - np.where(free, 0.0, zr) @ gram, zr)
+        x = np.linalg.solve(matrix, rhs[..., None])[..., 0]
+        clipped = np.clip(x, lo, hi)
+        z[rows] = clipped
+        rows = rows[np.abs(clipped - x).max(1) > 1e-9]
+        if not len(rows):
+            break
+    return z
+
+
+def _admm(gram, linear, z, low, high, threshold, scale, options) -> np.ndarray:
+    """min x'Gx/2 - linear.x + threshold.|x| with low <= x <= high, per row of linear (T, K).
+
+    float32 (weights need 1e-4, not 1e-12); rho is rebalanced every few iterations so the
+    constraint gap and the step shrink together (residual balancing).
+    """
+    f32 = np.float32
+    linear, z = linear.astype(f32), z.astype(f32)
+    low, high = np.broadcast_to(low, z.shape).astype(f32), np.broadcast_to(high, z.shape).astype(f32)
+    threshold = threshold.astype(f32)
+    tolerance = (options.tolerance * scale).astype(f32)   # in unit variables, per key
+    relax, rho, u = f32(1.6), 1.0, np.zeros_like(z)
+    inverse = np.linalg.inv(gram + rho * np.eye(len(gram))).astype(f32)
+    for iteration in range(1, options.max_iterations + 1):
+        x = (linear + f32(rho) * (z - u)) @ inverse
         x_relaxed = relax * x + (1 - relax) * z
         z_previous = z
         shifted = x_relaxed + u
-        z = np.clip(np.sign(shifted) * np.maximum(np.abs(shifted) - threshold / rho, 0), low, high)
+        shrink = threshold / f32(rho)
+        z = np.clip(shifted - np.clip(shifted, -shrink, shrink), low, high)   # soft threshold
         u += x_relaxed - z
-        primal = np.abs((x - z) / scale).max()
-        dual = np.abs((z - z_previous) / scale).max()
-        if primal < options.tolerance and dual < options.tolerance:
+        if iteration % 10:
+            continue
+        primal = (np.abs(x - z) / tolerance).max()
+        dual = (rho * np.abs(z - z_previous) / tolerance).max()
+        if primal < 1 and dual / rho < 1:
             break
+        if primal > 10 * dual or dual > 10 * primal:
+            factor = 2.0 if primal > dual else 0.5
+            rho *= factor
+            u /= f32(factor)
+            inverse = np.linalg.inv(gram + rho * np.eye(len(gram))).astype(f32)
     return z
 
 
