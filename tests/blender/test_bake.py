@@ -114,3 +114,49 @@ def test_cli_bakes_a_manifest_and_reports_each_line(sample_rig, speech_clip, gen
     assert "line 2: ok" in printed and "line 4: ok" in printed
     assert "line 3: failed" in printed and "already exists" in printed
     assert (tmp_path / "takes" / "one.blend").is_file() and (tmp_path / "takes" / "two.glb").is_file()
+
+
+def test_a_face_the_detector_misses_gets_the_canonical_fit(sample_rig, speech_clip,
+                                                           generated_motion, tmp_path,
+                                                           monkeypatch):
+    """Stylised characters: no face found on any render, the canonical face is laid on."""
+    from backend.generation import reference
+
+    def finds_nothing(source, *args, **kwargs):
+        raise reference.ReferenceFaceError(f"{source}: no face found")
+    monkeypatch.setattr(reference, "load_reference", finds_nothing)
+    result = bake(speech_clip, sample_rig, tmp_path / "stylised.blend",
+                  BakeSettings(motion=generated_motion))
+    assert result.correspondence.method == "canonical_fit"
+    scene = bpy.context.scene
+    frames = np.arange(scene.frame_start, scene.frame_end + 1)
+    values = shape_key_values(frames, ["jawOpen"])[("sample_face", "jawOpen")]
+    assert np.corrcoef(values, mouth_opening(generated_motion, 30.0)[:len(values)])[0, 1] > 0.7
+
+
+def test_saved_correspondence_is_reused(sample_rig, speech_clip, generated_motion, tmp_path):
+    path = tmp_path / "sample_face.corr.npz"
+    first = bake(speech_clip, sample_rig, tmp_path / "one.blend",
+                 BakeSettings(motion=generated_motion, correspondence=path))
+    assert path.is_file()
+    again = bake(speech_clip, sample_rig, tmp_path / "two.blend",
+                 BakeSettings(motion=generated_motion, correspondence=path))
+    assert np.array_equal(again.correspondence.triangles, first.correspondence.triangles)
+
+
+def test_preview_video_has_picture_and_sound(sample_rig, speech_clip, generated_motion,
+                                             tmp_path):
+    import av
+
+    from blender_addon.preview import render_preview
+
+    bake(speech_clip, sample_rig, tmp_path / "line.blend", BakeSettings(motion=generated_motion))
+    scene = bpy.context.scene
+    scene.frame_end = scene.frame_start + 11
+    engine = scene.render.engine
+    render_preview(tmp_path / "preview.mp4", size=128)
+    assert scene.render.engine == engine                  # the scene's settings are back
+    with av.open(str(tmp_path / "preview.mp4")) as video:
+        kinds = sorted(s.type for s in video.streams)
+        frames = sum(1 for _ in video.decode(video=0))
+    assert kinds == ["audio", "video"] and frames == 12
