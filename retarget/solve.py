@@ -60,7 +60,7 @@ class SolveOptions:
     smoothing: float = 0.03        # seconds (Gaussian sigma); 0 = none
     sparsity: float = 0.01         # L1 weight: how much a lone key's weight shrinks
     neck_share: float = 0.35       # of the head rotation given to the neck bone
-    max_iterations: int = 100      # ADMM, only to pick each frame's keys; then exact
+    max_iterations: int = 50       # ADMM, only to pick each frame's keys; then exact
     tolerance: float = 2e-4        # ADMM stop: weight change and constraint gap
 
     def strength_of(self, region: str) -> float:
@@ -154,8 +154,9 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
             shape_keys[key.name] = np.clip(scaled, key.slider_min, key.slider_max)
         report["keys_solved"] = [k.name for k, m in zip(rig.shape_keys, moves) if m]
         report["keys_moving_nothing"] = [k.name for k, m in zip(rig.shape_keys, moves) if not m]
-        fitted = np.einsum("tk,knd->tnd", weights, basis[moves])
-        error = np.linalg.norm(fitted - targets, axis=-1)[:, list(topology.LIPS)]
+        lips = list(topology.LIPS)
+        fitted = (weights @ basis[moves][:, lips].reshape(moves.sum(), -1)).reshape(-1, len(lips), 3)
+        error = np.linalg.norm(fitted - targets[:, lips], axis=-1)
         report["lip_residual"] = float(error.mean() / max(to_scene.scale, 1e-12))  # IOD units
 
     head_motion = rotation_fraction(
@@ -228,32 +229,47 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
     chosen = _admm(gram_unit, linear, start, low, high, threshold, scale, options)
     # The L1 term picked which keys each frame uses; solve those exactly, without its
     # shrinkage, so the chosen keys reach their full weight (correlated ones would stay short).
-    active = chosen != 0
-    final = _exact_on_support(gram_unit, linear, chosen, np.where(active, low, 0.0),
-                              np.where(active, high, 0.0))
+    final = _exact_on_support(gram_unit, linear, chosen, low, high, chosen != 0, threshold)
     return final / scale
 
 
-def _exact_on_support(gram, linear, z, low, high, rounds: int = 6) -> np.ndarray:
-    """Box-constrained least squares per frame, from a near solution z (T, K): keys at a bound
-    stay there unless the gradient pulls them in; the others are solved exactly, as one batch
-    of (K, K) systems; frames whose solution crossed a bound are solved again."""
+def _exact_on_support(gram, linear, z, low, high, support, threshold,
+                      rounds: int = 8) -> np.ndarray:
+    """Box-constrained least squares per frame on the keys each frame uses (`support` (T, K)).
+
+    From a near solution z (T, K): keys at a bound stay there unless the gradient pulls them
+    in; a key outside the support joins it when the gradient pulling it away from zero beats
+    the L1 threshold (the L1 solve stopped early); the rest are solved exactly, as one batch
+    of (K, K) systems. Frames whose solution crossed a bound are solved again.
+    """
     count = len(gram)
-    z = np.clip(z.astype(np.float64), low, high)
-    eye = np.eye(count, dtype=bool)
+    support = support.copy()
+    z = np.clip(z.astype(np.float64), low, high) * support
+    eye = np.eye(count, dtype=np.float32)
+    gram32 = gram.astype(np.float32)
     rows = np.arange(len(z))
     for _ in range(rounds):
-        zr, lo, hi, c = z[rows], low[rows], high[rows], linear[rows]
+        zr, c = z[rows], linear[rows]
         gradient = zr @ gram - c
-        at_low = (zr <= lo + 1e-9) & ((gradient >= 0) | (lo == hi))
-        at_high = (zr >= hi - 1e-9) & ((gradient <= 0) | (lo == hi))
+        joins = ~support[rows] & (((-gradient > threshold) & (high > 0))
+                                  | ((gradient > threshold) & (low < 0)))
+        support[rows] |= joins
+        on = support[rows]
+        lo, hi = np.where(on, low, 0.0), np.where(on, high, 0.0)
+        at_low = (zr <= lo + 1e-9) & ((gradient >= 0) | ~on)
+        at_high = (zr >= hi - 1e-9) & ((gradient <= 0) | ~on)
         free = ~(at_low | at_high)
-        matrix = np.where(free[:, :, None] & free[:, None, :], gram, 0.0) + (eye & ~free[:, None, :])
+        # Free keys: their rows of G; fixed keys: identity rows holding them where they are.
+        # float32 is ample here (G's condition number is in the hundreds, weights need 1e-4).
+        mask = free.astype(np.float32)
+        # A tiny ridge keeps exact opposites (mouthLeft/mouthRight) from making it singular.
+        matrix = gram32 * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask + 1e-5 * mask
+                                                                      )[:, None, :]
         rhs = np.where(free, c - np.where(free, 0.0, zr) @ gram, zr)
-        x = np.linalg.solve(matrix, rhs[..., None])[..., 0]
+        x = np.linalg.solve(matrix, rhs[..., None].astype(np.float32))[..., 0].astype(np.float64)
         clipped = np.clip(x, lo, hi)
         z[rows] = clipped
-        rows = rows[np.abs(clipped - x).max(1) > 1e-9]
+        rows = rows[(np.abs(clipped - x).max(1) > 1e-7) | joins.any(1)]
         if not len(rows):
             break
     return z
@@ -278,7 +294,9 @@ def _admm(gram, linear, z, low, high, threshold, scale, options) -> np.ndarray:
         z_previous = z
         shifted = x_relaxed + u
         shrink = threshold / f32(rho)
-        z = np.clip(shifted - np.clip(shifted, -shrink, shrink), low, high)   # soft threshold
+        # Soft threshold, then the bounds (minimum/maximum: np.clip is slower on small arrays).
+        z = np.minimum(np.maximum(shifted - np.minimum(np.maximum(shifted, -shrink), shrink),
+                                  low), high)
         u += x_relaxed - z
         if iteration % 10:
             continue
