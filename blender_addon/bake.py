@@ -31,6 +31,7 @@ from retarget.correspond import (
     fit_canonical,
     from_hits,
     load_correspondence,
+    ray_targets,
     save_correspondence,
 )
 from retarget.face import topology
@@ -51,6 +52,7 @@ LENS_MM, SENSOR_MM = 85.0, 36.0
 VIEWS = (((0, 1, 0), (0, 0, 1)), ((0, -1, 0), (0, 0, 1)), ((-1, 0, 0), (0, 0, 1)),
          ((1, 0, 0), (0, 0, 1)), ((0, 0, -1), (0, 1, 0)), ((0, 0, 1), (0, 1, 0)))
 MIN_HITS = 300   # of the 468 face points: fewer means the rays found some other face
+GOOD_FIT = 0.12  # face_misfit below which a view is taken without trying others
 
 
 class BakeError(ValueError):
@@ -161,23 +163,63 @@ def open_rig(path: Path) -> None:
 
 def correspond_by_render(rig: RigDescription, armature,
                          work: Path) -> tuple[Correspondence, str | Path]:
-    """(correspondence, reference for generation: the render, or a canonical-face motion file)."""
+    """(correspondence, reference for generation: the render, or a canonical-face motion file).
+
+    Views are tried from the likeliest front; a detection counts when its ray hits lie like a
+    face (a profile or the back of a head can fool the detector): the first that fits well is
+    taken, else the best fitting one, else the canonical-face fit.
+    """
     from backend.generation.reference import ReferenceFaceError, load_reference
 
-    for forward, up in VIEWS:
-        image = work / "reference.png"
-        rays = render_reference(rig, armature, np.array(forward, float), np.array(up, float),
-                                image)
+    views = likely_views(rig)
+    best = None
+    for index, (forward, up) in enumerate(views):
+        image = work / f"reference_{index}.png"
+        rays = render_reference(rig, armature, forward, up, image)
         try:
             landmarks = load_reference(image).landmarks_px
         except ReferenceFaceError:
             continue
-        correspondence = cast_rays(rig, rays(landmarks[:, :2]))
-        if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() >= MIN_HITS:
-            return correspondence, image
-    correspondence, _ = fit_canonical(rig, np.array(VIEWS[0][0], float),
-                                      np.array(VIEWS[0][1], float))
+        correspondence = cast_rays(rig, rays(ray_targets(landmarks)))
+        if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() < MIN_HITS:
+            continue
+        misfit = face_misfit(rig, correspondence)
+        if best is None or misfit < best[0]:
+            best = (misfit, correspondence, image)
+        if misfit < GOOD_FIT:
+            break
+    if best is not None:
+        return best[1], best[2]
+    correspondence, _ = fit_canonical(rig, *views[0])
     return correspondence, canonical_reference(work / "canonical_reference.npz")
+
+
+def likely_views(rig: RigDescription) -> list[tuple[np.ndarray, np.ndarray]]:
+    """VIEWS ordered by how well each looks at the face region from outside the head: the face
+    lies on the front of the surface, so its centroid is off the whole surface's toward it."""
+    toward_face = rig.vertices[_face_region(rig)].mean(0) - rig.vertices.mean(0)
+    scored = []
+    for forward, up in VIEWS:
+        forward, up = np.array(forward, float), np.array(up, float)
+        sideways = toward_face - up * (toward_face @ up)
+        # Blender's Z-up first; then looking at the face: forward against the face's side.
+        scored.append((up[2] != 1, sideways @ forward, forward, up))
+    scored.sort(key=lambda item: item[:2])
+    return [(forward, up) for *_, forward, up in scored]
+
+
+def face_misfit(rig: RigDescription, correspondence: Correspondence) -> float:
+    """RMS distance (inter-ocular units) of the landmarks' rig points from the best similarity
+    of the canonical face: small for a face seen from the front."""
+    from retarget.face.canonical import load_canonical_face
+    from retarget.face.pose import fit_similarity
+
+    valid = np.flatnonzero(correspondence.valid[:topology.NUM_MESH_LANDMARKS])
+    canonical = load_canonical_face()[valid]
+    points = correspondence.points(rig)[valid]
+    fit = fit_similarity(canonical, points)
+    residual = np.linalg.norm(fit.apply(canonical) - points, axis=1)
+    return float(np.sqrt((residual ** 2).mean()) / fit.scale)
 
 
 def render_reference(rig: RigDescription, armature, forward: np.ndarray, up: np.ndarray,

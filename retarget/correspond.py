@@ -63,6 +63,20 @@ class Correspondence:
                 f"{len(rig.triangles)}; the mesh changed: make the correspondence again")
 
 
+def ray_targets(landmarks_px: np.ndarray, into_lip: float = 0.3) -> np.ndarray:
+    """(478, 2) image points to cast each landmark's ray through, from (478, 2+) landmarks.
+
+    On a closed mouth the upper and lower inner-lip points sit on the same seam, and their
+    rays could both land on one lip; each is moved `into_lip` of the way toward its outer-lip
+    partner, so it lands inside its own lip (the corners stay).
+    """
+    targets = np.array(landmarks_px[:, :2], dtype=np.float64)
+    inner, outer = np.array(topology.LIPS_INNER), np.array(topology.LIPS_OUTER)
+    lips = [i for i in range(len(inner)) if i not in (0, len(inner) // 2)]   # not the corners
+    targets[inner[lips]] += into_lip * (targets[outer[lips]] - targets[inner[lips]])
+    return targets
+
+
 def from_hits(rig: RigDescription, triangle_index: np.ndarray, hit_points: np.ndarray,
               method: str = "render") -> Correspondence:
     """From ray hits: (478,) triangle index (-1 for a miss) and (478, 3) hit points, scene space."""

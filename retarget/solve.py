@@ -234,19 +234,20 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
 
 
 def _exact_on_support(gram, linear, z, low, high, support, threshold,
-                      rounds: int = 8) -> np.ndarray:
+                      rounds: int = 12) -> np.ndarray:
     """Box-constrained least squares per frame on the keys each frame uses (`support` (T, K)).
 
-    From a near solution z (T, K): keys at a bound stay there unless the gradient pulls them
-    in; a key outside the support joins it when the gradient pulling it away from zero beats
-    the L1 threshold (the L1 solve stopped early); the rest are solved exactly, as one batch
-    of (K, K) systems. Frames whose solution crossed a bound are solved again.
+    A primal active-set method, all frames at once: from the feasible near solution z (T, K),
+    keys at a bound stay there unless the gradient pulls them in; a key outside the support
+    joins when the gradient pulling it from zero beats the L1 threshold (the L1 pass stops
+    early); the free keys' exact solution is one batch of (K, K) systems, and each frame steps
+    toward it only as far as its bounds allow (so the fit never gets worse, even for keys that
+    are mixtures of one another, as viseme sets often are).
     """
     count = len(gram)
     support = support.copy()
     z = np.clip(z.astype(np.float64), low, high) * support
-    eye = np.eye(count, dtype=np.float32)
-    gram32 = gram.astype(np.float32)
+    eye = np.eye(count)
     rows = np.arange(len(z))
     for _ in range(rounds):
         zr, c = z[rows], linear[rows]
@@ -260,19 +261,36 @@ def _exact_on_support(gram, linear, z, low, high, support, threshold,
         at_high = (zr >= hi - 1e-9) & ((gradient <= 0) | ~on)
         free = ~(at_low | at_high)
         # Free keys: their rows of G; fixed keys: identity rows holding them where they are.
-        # float32 is ample here (G's condition number is in the hundreds, weights need 1e-4).
-        mask = free.astype(np.float32)
-        # A tiny ridge keeps exact opposites (mouthLeft/mouthRight) from making it singular.
-        matrix = gram32 * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask + 1e-5 * mask
-                                                                      )[:, None, :]
+        # A tiny ridge keeps mixtures and exact opposites (mouthLeft/mouthRight) solvable.
+        mask = free.astype(np.float64)
+        matrix = gram * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask + 1e-6 * mask
+                                                                    )[:, None, :]
         rhs = np.where(free, c - np.where(free, 0.0, zr) @ gram, zr)
-        x = np.linalg.solve(matrix, rhs[..., None].astype(np.float32))[..., 0].astype(np.float64)
-        clipped = np.clip(x, lo, hi)
-        z[rows] = clipped
-        rows = rows[(np.abs(clipped - x).max(1) > 1e-7) | joins.any(1)]
+        target = np.linalg.solve(matrix, rhs[..., None])[..., 0]
+        step = target - zr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(step > 1e-12, (hi - zr) / step,
+                            np.where(step < -1e-12, (lo - zr) / step, np.inf))
+        fraction = np.clip(room.min(1), 0.0, 1.0)                          # (rows,)
+        stepped = np.clip(zr + fraction[:, None] * step, lo, hi)
+        # Clipping the target is usually the faster way to the answer; take it where it fits
+        # better than the safe step.
+        clipped = np.clip(target, lo, hi)
+        before, fit_clipped = _objective(gram, c, zr), _objective(gram, c, clipped)
+        fit_stepped = _objective(gram, c, stepped)
+        better = fit_clipped < fit_stepped
+        z[rows] = np.where(better[:, None], clipped, stepped)
+        gain = before - np.minimum(fit_clipped, fit_stepped)
+        done = (fraction >= 1.0) & ~better | better & (np.abs(clipped - target).max(1) <= 1e-9)
+        rows = rows[~done & (gain > 1e-9 * (np.abs(before) + 1e-12)) | joins.any(1)]
         if not len(rows):
             break
     return z
+
+
+def _objective(gram, linear, z) -> np.ndarray:
+    """(T,) z'Gz/2 - linear.z per row."""
+    return ((0.5 * (z @ gram) - linear) * z).sum(1)
 
 
 def _admm(gram, linear, z, low, high, threshold, scale, options) -> np.ndarray:
