@@ -247,7 +247,7 @@ def _exact_on_support(gram, linear, z, low, high, support, threshold,
     count = len(gram)
     support = support.copy()
     z = np.clip(z.astype(np.float64), low, high) * support
-    eye = np.eye(count)
+    diagonal = np.arange(count)
     rows = np.arange(len(z))
     for _ in range(rounds):
         zr, c = z[rows], linear[rows]
@@ -263,8 +263,9 @@ def _exact_on_support(gram, linear, z, low, high, support, threshold,
         # Free keys: their rows of G; fixed keys: identity rows holding them where they are.
         # A tiny ridge keeps mixtures and exact opposites (mouthLeft/mouthRight) solvable.
         mask = free.astype(np.float64)
-        matrix = gram * mask[:, :, None] * mask[:, None, :] + eye * (1 - mask + 1e-6 * mask
-                                                                    )[:, None, :]
+        matrix = np.multiply(gram, mask[:, :, None])          # in place: (rows, K, K) is big
+        matrix *= mask[:, None, :]
+        matrix[:, diagonal, diagonal] += 1 - mask + 1e-6 * mask
         rhs = np.where(free, c - np.where(free, 0.0, zr) @ gram, zr)
         target = np.linalg.solve(matrix, rhs[..., None])[..., 0]
         step = target - zr
