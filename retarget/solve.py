@@ -8,8 +8,9 @@ Then, vectorised over all frames:
   through the bone's head); if it also deforms the face, its share of the motion is removed
   before the keys are solved;
 - shape-key weights: bounded least squares of every key's measured effect at the landmarks'
-  points against the displacements, weighted by region (lips first), with an L1 term so keys
-  that do not help stay at zero (ADMM; the keys' Gram matrix is factored once);
+  points against the displacements, weighted by region (lips first); an L1 term (a short
+  ADMM run) picks the keys each frame uses, so keys that do not help stay at zero, and the
+  chosen keys are then solved exactly within their slider ranges (a batched active-set step);
 - head pose drives the neck and head bones (split between them); iris points drive the eyes.
 Motion is smoothed in time (a Gaussian of `smoothing` seconds) before it is solved.
 """
@@ -211,8 +212,8 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
 
     basis (K, N, 3) each key's displacement of the N points, targets (T, N, 3), point_weights
     (N,), bounds (K,) -> (T, K) weights minimising
-    sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2 + sparsity * sum_k G_kk |x_k|, lower <= x <= upper.
-    ADMM in unit-scaled variables; (G + rho I) is inverted once for all frames.
+    sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2, lower <= x <= upper, on the keys an L1
+    term (sparsity * sum_k G_kk |x_k|) picks per frame. Unit-scaled variables (G_kk = 1).
     """
     count = len(basis)
     if count == 0:

@@ -160,3 +160,26 @@ def test_preview_video_has_picture_and_sound(sample_rig, speech_clip, generated_
         kinds = sorted(s.type for s in video.streams)
         frames = sum(1 for _ in video.decode(video=0))
     assert kinds == ["audio", "video"] and frames == 12
+
+
+@pytest.mark.parametrize("mode", ["QUATERNION", "XYZ", "ZXY", "AXIS_ANGLE"])
+def test_bone_channels_in_every_rotation_mode_give_the_solved_rotation(mode):
+    from mathutils import Euler, Matrix, Quaternion
+
+    from blender_addon.bake import rotation_channels
+    from retarget.rotations import axis_angle_to_matrix
+
+    t = np.linspace(0, 6, 400)
+    rotations = axis_angle_to_matrix(np.stack([np.sin(t), np.cos(t), 0.3 + 0 * t], 1),
+                                     np.radians(170) * np.sin(t))       # large turns too
+    prop, channels = rotation_channels(mode, rotations)
+    for values, expected in zip(channels.T, rotations):
+        if mode == "QUATERNION":
+            matrix = Quaternion(values).to_matrix()
+        elif mode == "AXIS_ANGLE":
+            matrix = Matrix.Rotation(values[0], 3, values[1:])
+        else:
+            matrix = Euler(values, mode).to_matrix()
+        assert np.allclose(np.array(matrix), expected, atol=1e-5), prop
+    if mode != "AXIS_ANGLE":   # (its axis turns over wherever the rotation passes rest)
+        assert np.abs(np.diff(channels, axis=1)).max() < 0.3   # no sign or 360° flips
