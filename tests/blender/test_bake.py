@@ -107,8 +107,8 @@ def test_cli_bakes_a_manifest_and_reports_each_line(sample_rig, speech_clip, gen
     manifest = tmp_path / "lines.csv"
     manifest.write_text(f"audio,out\n{speech_clip},takes/one.blend\n"
                         f"{speech_clip},takes/exists.blend\n{speech_clip},takes/two.glb\n")
-    code = main(["bake", "--rig", str(sample_rig), "--manifest", str(manifest),
-                 "--motion", str(generated_motion)])
+    # The real model, loaded once for the lines, with the rig's render as the reference.
+    code = main(["bake", "--rig", str(sample_rig), "--manifest", str(manifest)])
     printed = capsys.readouterr().out
     assert code == 1
     assert "line 2: ok" in printed and "line 4: ok" in printed
@@ -122,16 +122,20 @@ def test_a_face_the_detector_misses_gets_the_canonical_fit(sample_rig, speech_cl
     """Stylised characters: no face found on any render, the canonical face is laid on."""
     from backend.generation import reference
 
-    def finds_nothing(source, *args, **kwargs):
-        raise reference.ReferenceFaceError(f"{source}: no face found")
-    monkeypatch.setattr(reference, "load_reference", finds_nothing)
-    result = bake(speech_clip, sample_rig, tmp_path / "stylised.blend",
-                  BakeSettings(motion=generated_motion))
+    real = reference.load_reference
+
+    def finds_no_face_on_renders(source, *args, **kwargs):
+        if str(source).endswith(".png"):
+            raise reference.ReferenceFaceError(f"{source}: no face found")
+        return real(source, *args, **kwargs)
+    monkeypatch.setattr(reference, "load_reference", finds_no_face_on_renders)
+    # Generated here (not --motion): the canonical face stands in as the reference.
+    result = bake(speech_clip, sample_rig, tmp_path / "stylised.blend")
     assert result.correspondence.method == "canonical_fit"
     scene = bpy.context.scene
     frames = np.arange(scene.frame_start, scene.frame_end + 1)
     values = shape_key_values(frames, ["jawOpen"])[("sample_face", "jawOpen")]
-    assert np.corrcoef(values, mouth_opening(generated_motion, 30.0)[:len(values)])[0, 1] > 0.7
+    assert values.max() > 0.15 and np.abs(np.diff(values)).mean() > 0.01   # it talks
 
 
 def test_saved_correspondence_is_reused(sample_rig, speech_clip, generated_motion, tmp_path):
