@@ -11,7 +11,6 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from retarget.atomic_file import atomic_path
 from retarget.sample_face import MATERIALS, build_sample_face, to_scene
 
 COLOURS = {"skin": (0.8, 0.62, 0.52, 1.0), "eye_white": (0.92, 0.92, 0.9, 1.0),
@@ -79,11 +78,10 @@ def build_scene() -> dict:
 
 def save_sample_rig(out: str | Path) -> Path:
     """Build the sample rig and write it to `out` (.blend), atomically."""
-    out = Path(out)
+    from .bake import export
+
     build_scene()
-    with atomic_path(out, keep_suffix=True) as tmp:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
-    return out
+    return export(Path(out))
 
 
 def sample_rig_path() -> Path:

@@ -21,6 +21,7 @@ def test_sample_rig_is_a_complete_face_rig(sample_rig):
     armature = bpy.data.objects["sample_face_rig"]
     assert set(armature.data.bones.keys()) == {"neck", "head", "jaw", "eye.L", "eye.R"}
     assert bpy.context.scene.camera is not None and len(face.material_slots) == 4
+    assert [p.name for p in sample_rig.parent.iterdir()] == ["sample_face.blend"]  # no leftovers
 
 
 def test_bake_onto_the_sample_rig(sample_rig, speech_clip, generated_motion, tmp_path):
