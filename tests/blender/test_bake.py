@@ -85,6 +85,13 @@ def test_refuses_bad_input_and_writes_nothing(sample_rig, speech_clip, generated
     garbage.write_bytes(b"BLENDER-v999 not really")
     with pytest.raises(BakeError, match="broken.blend"):
         bake(speech_clip, garbage, tmp_path / "a.blend", settings)
+    fake_fbx = tmp_path / "broken.fbx"
+    fake_fbx.write_bytes(b"Kaydara FBX Binary  \x00 truncated")
+    with pytest.raises(BakeError, match="broken.fbx"):
+        bake(speech_clip, fake_fbx, tmp_path / "a.blend", settings)
+    with pytest.raises(RigError, match="'Nope'"):
+        bake(speech_clip, sample_rig, tmp_path / "a.blend",
+             BakeSettings(motion=generated_motion, meshes=["Nope"]))
     with pytest.raises(BakeError, match=".obj"):
         bake(speech_clip, tmp_path / "rig.obj", tmp_path / "b.blend", settings)
     with pytest.raises(BakeError, match="no such audio"):
@@ -96,7 +103,7 @@ def test_refuses_bad_input_and_writes_nothing(sample_rig, speech_clip, generated
     with pytest.raises(RigError, match="no face mesh"):
         bake(speech_clip, tmp_path / "ball.blend", tmp_path / "d.blend", settings)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ball.blend", "broken.blend",
-                                                          "taken.blend"]
+                                                          "broken.fbx", "taken.blend"]
 
 
 def test_cli_bakes_a_manifest_and_reports_each_line(sample_rig, speech_clip, generated_motion,
