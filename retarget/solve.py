@@ -36,8 +36,9 @@ from .motion_file import Motion, resample_motion
 from .rig import Bone, RigDescription, RigError
 from .rotations import axis_angle_to_matrix, rotation_fraction
 
-# How much each landmark's fit counts: the lips first, then lids, jaw and brows.
-POINT_WEIGHTS = (("lips_outer", 4.0), ("lips_inner", 4.0), ("right_upper_lid", 3.0),
+# How much each landmark's fit counts: the lips first (the inner contour, which shows the
+# mouth opening and closing, most), then lids, jaw and brows.
+POINT_WEIGHTS = (("lips_outer", 4.0), ("lips_inner", 8.0), ("right_upper_lid", 3.0),
                  ("right_lower_lid", 3.0), ("left_upper_lid", 3.0), ("left_lower_lid", 3.0),
                  ("right_iris", 3.0), ("left_iris", 3.0), ("jaw_line", 1.5),
                  ("right_brow", 1.5), ("left_brow", 1.5), ("nose", 0.5))

@@ -4,7 +4,8 @@ Other vertex counts (subdivided), units (10x, 0.01x object scale as FBX centimet
 are), axes (modelled facing +X), key names in every common style, viseme-only and VRoid sets,
 keys that move nothing, the same keys spread over head, teeth and lash meshes, animation
 already on the rig, a jaw bone that opens about its local Z, a face driven by bones only, and
-rigs handed over as FBX or glTF instead of .blend.
+rigs handed over as FBX or glTF instead of .blend, and a jaw bone that deforms the face beside
+a jawOpen key (both must not open the mouth twice).
 """
 
 from pathlib import Path
@@ -104,7 +105,7 @@ def build_messy_rig(path: Path, style: str = "arkit", scale: float = 1.0,
                     object_scale: float = 1.0, facing_x: bool = False, subdivisions: int = 0,
                     split: bool = False, jaw_about_z: bool = False, bones_only: bool = False,
                     existing_animation: bool = False, idle_keys: bool = False,
-                    fps: int = 24) -> Path:
+                    jaw_deforms: bool = False, fps: int = 24) -> Path:
     """Write a rig to `path` (.blend, .fbx or .glb) and return it."""
     sample = build_sample_face()
     rig = sample.rig
@@ -140,7 +141,7 @@ def build_messy_rig(path: Path, style: str = "arkit", scale: float = 1.0,
         modifier.object = armature
         group = mesh.vertex_groups.new(name=MIXAMO_BONES["head"])
         count = len(mesh.data.vertices)
-        if mesh is head and bones_only:
+        if mesh is head and (bones_only or jaw_deforms):
             jaw = mesh.vertex_groups.new(name=MIXAMO_BONES["jaw"])
             for index, weight in enumerate(jaw_weights):
                 if weight > 0.01:

@@ -102,6 +102,23 @@ def test_face_driven_by_bones_only_opens_its_jaw(tmp_path, generated_motion, spe
     assert chin_to_nose(widest) > chin_to_nose(closed) + 0.003
 
 
+def test_jaw_bone_and_jaw_key_do_not_open_the_mouth_twice(tmp_path, generated_motion,
+                                                          speech_clip):
+    """The jaw bone deforms the lower face and a jawOpen key exists too: the bone takes its
+    share of the opening and the keys the rest, so the lips part as far as on the same rig
+    whose jaw bone deforms nothing."""
+    gaps = []
+    for jaw_deforms in (False, True):
+        folder = tmp_path / str(jaw_deforms)
+        folder.mkdir()
+        result, frames = bake_rig(folder, generated_motion, speech_clip, style="arkit",
+                                  jaw_deforms=jaw_deforms)
+        gaps.append(lip_gap(result.correspondence, frames))
+        assert follows(gaps[-1], mouth_opening(generated_motion, 24.0)) > 0.7
+    assert 0.8 < np.ptp(gaps[1]) / np.ptp(gaps[0]) < 1.25
+    assert result.report["jaw_angle_max_deg"] > 2
+
+
 def lip_gap(correspondence, frames) -> np.ndarray:
     """(F,) distance of the rig's inner lip middles as evaluated at `frames`."""
     from blender_addon.rig_reader import read_rig
