@@ -142,6 +142,46 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
 
 
+def _bake(args) -> int:
+    # The one backend -> blender_addon import: a batch bake runs bpy as a module, here.
+    from blender_addon.bake import BakeError, BakeSettings, bake, bake_manifest
+    from retarget.motion_file import MotionFileError
+    from retarget.rig import RigError
+    from retarget.solve import SolveOptions
+
+    strength = {region: value for region, value in (
+        ("mouth", args.mouth), ("eyes", args.eyes), ("gaze", args.gaze), ("brows", args.brows),
+        ("head", args.head)) if value is not None}
+    settings = BakeSettings(
+        meshes=args.mesh, armature=args.armature, start_frame=args.start_frame,
+        correspondence=args.correspondence, motion=args.motion, model=args.model,
+        solve=SolveOptions(strength=strength, smoothing=args.smoothing),
+        generation={"seed": args.seed, "expressiveness": args.expressiveness,
+                    "head_motion": args.head_motion, "blink": not args.no_blink,
+                    "steps": args.steps})
+    try:
+        return _bake_lines(args, settings, bake, bake_manifest)
+    except (BakeError, RigError, MotionFileError) as error:
+        sys.exit(f"dimitra bake: {error}")
+
+
+def _bake_lines(args, settings, bake, bake_manifest) -> int:
+    if args.manifest:
+        reports = bake_manifest(args.manifest, args.rig, settings)
+        for r in reports:
+            print(f"line {r['line']}: {r['status']:6} {r['out']}"
+                  + (f" ({r['frames']} frames, {r['seconds']} s)" if r["status"] == "ok"
+                     else f": {r['error']}"))
+        return 0 if all(r["status"] == "ok" for r in reports) else 1
+    if not (args.audio and args.out):
+        sys.exit("dimitra bake: give AUDIO and --out, or --manifest lines.csv")
+    result = bake(args.audio, args.rig, args.out, settings)
+    print(f"{result.out}: {result.frames} frames at {result.fps:g} fps, {result.shape_keys} "
+          f"shape keys, {result.bones} bones, correspondence by {result.correspondence.method}, "
+          f"{result.seconds:.1f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dimitra", description=(
         "Speech audio in, an animated face rig out. Run `dimitra COMMAND -h` for details."))
@@ -257,6 +297,34 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--server-key", help="CurveZMQ: the server's public key (server.key)")
         sub.add_argument("--client-key", help="CurveZMQ: this client's key pair (.key_secret)")
     client.set_defaults(run=_client)
+    bake = commands.add_parser(
+        "bake", help="speech onto a face rig: keys into a new Action, exported",
+        description="Open RIG (.blend, .fbx, .glb/.gltf), render its face, generate motion for "
+                    "AUDIO, solve its shape keys and head/jaw/eye bones, key them into a new "
+                    "Action (existing animation is kept on the NLA) with the sound in the "
+                    "sequencer, and write OUT (.blend, .fbx or .glb; never overwritten).")
+    bake.add_argument("audio", nargs="?", help="speech (any common format)")
+    bake.add_argument("--rig", required=True, help="the character: .blend, .fbx, .glb or .gltf")
+    bake.add_argument("--out", help="file to write: .blend, .fbx or .glb (must not exist)")
+    bake.add_argument("--manifest", help="CSV with columns audio,out: bake every line, the "
+                                         "model loaded once")
+    bake.add_argument("--mesh", nargs="+", help="face mesh object(s) (default: found)")
+    bake.add_argument("--armature", help="armature object (default: found)")
+    bake.add_argument("--motion", help="bake this motion file instead of generating one")
+    bake.add_argument("--correspondence", help="landmark correspondence file: reused if it "
+                                               "exists, else written there for later takes")
+    bake.add_argument("--start-frame", type=int, help="first frame (default: the scene's)")
+    bake.add_argument("--smoothing", type=float, default=0.03,
+                      help="temporal smoothing in seconds (default 0.03; 0 = none)")
+    for region in ("mouth", "eyes", "gaze", "brows", "head"):
+        bake.add_argument(f"--{region}", type=float, help=f"strength of the {region} (default 1)")
+    bake.add_argument("--seed", type=int, default=0)
+    bake.add_argument("--expressiveness", type=float, default=1.5)
+    bake.add_argument("--head-motion", type=float, default=1.0)
+    bake.add_argument("--steps", type=int, default=8)
+    bake.add_argument("--no-blink", action="store_true")
+    bake.add_argument("--model", help="model file (default: the shipped model)")
+    bake.set_defaults(run=_bake)
 
     train = commands.add_parser("train", help="train the cMDT on a prepared dataset",
                                 add_help=False)

@@ -31,6 +31,7 @@ from retarget.correspond import (
     fit_canonical,
     from_hits,
     load_correspondence,
+    ray_targets,
     save_correspondence,
 )
 from retarget.face import topology
@@ -41,6 +42,7 @@ from retarget.solve import RigAnimation, SolveOptions, solve
 
 from . import blender_api
 from .rig_reader import find_armature, find_face_meshes, read_rig
+from .scene_state import temporarily
 
 RIG_FORMATS = (".blend", ".fbx", ".glb", ".gltf")
 OUT_FORMATS = (".blend", ".fbx", ".glb")
@@ -50,6 +52,7 @@ LENS_MM, SENSOR_MM = 85.0, 36.0
 VIEWS = (((0, 1, 0), (0, 0, 1)), ((0, -1, 0), (0, 0, 1)), ((-1, 0, 0), (0, 0, 1)),
          ((1, 0, 0), (0, 0, 1)), ((0, 0, -1), (0, 1, 0)), ((0, 0, 1), (0, 1, 0)))
 MIN_HITS = 300   # of the 468 face points: fewer means the rays found some other face
+GOOD_FIT = 0.12  # face_misfit below which a view is taken without trying others
 
 
 class BakeError(ValueError):
@@ -160,23 +163,63 @@ def open_rig(path: Path) -> None:
 
 def correspond_by_render(rig: RigDescription, armature,
                          work: Path) -> tuple[Correspondence, str | Path]:
-    """(correspondence, reference for generation: the render, or a canonical-face motion file)."""
+    """(correspondence, reference for generation: the render, or a canonical-face motion file).
+
+    Views are tried from the likeliest front; a detection counts when its ray hits lie like a
+    face (a profile or the back of a head can fool the detector): the first that fits well is
+    taken, else the best fitting one, else the canonical-face fit.
+    """
     from backend.generation.reference import ReferenceFaceError, load_reference
 
-    for forward, up in VIEWS:
-        image = work / "reference.png"
-        rays = render_reference(rig, armature, np.array(forward, float), np.array(up, float),
-                                image)
+    views = likely_views(rig)
+    best = None
+    for index, (forward, up) in enumerate(views):
+        image = work / f"reference_{index}.png"
+        rays = render_reference(rig, armature, forward, up, image)
         try:
             landmarks = load_reference(image).landmarks_px
         except ReferenceFaceError:
             continue
-        correspondence = cast_rays(rig, rays(landmarks[:, :2]))
-        if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() >= MIN_HITS:
-            return correspondence, image
-    correspondence, _ = fit_canonical(rig, np.array(VIEWS[0][0], float),
-                                      np.array(VIEWS[0][1], float))
+        correspondence = cast_rays(rig, rays(ray_targets(landmarks)))
+        if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() < MIN_HITS:
+            continue
+        misfit = face_misfit(rig, correspondence)
+        if best is None or misfit < best[0]:
+            best = (misfit, correspondence, image)
+        if misfit < GOOD_FIT:
+            break
+    if best is not None:
+        return best[1], best[2]
+    correspondence, _ = fit_canonical(rig, *views[0])
     return correspondence, canonical_reference(work / "canonical_reference.npz")
+
+
+def likely_views(rig: RigDescription) -> list[tuple[np.ndarray, np.ndarray]]:
+    """VIEWS ordered by how well each looks at the face region from outside the head: the face
+    lies on the front of the surface, so its centroid is off the whole surface's toward it."""
+    toward_face = rig.vertices[_face_region(rig)].mean(0) - rig.vertices.mean(0)
+    scored = []
+    for forward, up in VIEWS:
+        forward, up = np.array(forward, float), np.array(up, float)
+        sideways = toward_face - up * (toward_face @ up)
+        # Blender's Z-up first; then looking at the face: forward against the face's side.
+        scored.append((up[2] != 1, sideways @ forward, forward, up))
+    scored.sort(key=lambda item: item[:2])
+    return [(forward, up) for *_, forward, up in scored]
+
+
+def face_misfit(rig: RigDescription, correspondence: Correspondence) -> float:
+    """RMS distance (inter-ocular units) of the landmarks' rig points from the best similarity
+    of the canonical face: small for a face seen from the front."""
+    from retarget.face.canonical import load_canonical_face
+    from retarget.face.pose import fit_similarity
+
+    valid = np.flatnonzero(correspondence.valid[:topology.NUM_MESH_LANDMARKS])
+    canonical = load_canonical_face()[valid]
+    points = correspondence.points(rig)[valid]
+    fit = fit_similarity(canonical, points)
+    residual = np.linalg.norm(fit.apply(canonical) - points, axis=1)
+    return float(np.sqrt((residual ** 2).mean()) / fit.scale)
 
 
 def render_reference(rig: RigDescription, armature, forward: np.ndarray, up: np.ndarray,
@@ -202,18 +245,14 @@ def render_reference(rig: RigDescription, armature, forward: np.ndarray, up: np.
     transform[:3, :3], transform[:3, 3] = axes, origin
     camera.matrix_world = Matrix(transform.tolist())
     try:
-        with contextlib.ExitStack() as restore:
-            for owner, name, value in _render_settings(scene, camera):
-                restore.enter_context(_temporarily(owner, name, value))
-            for obj in bpy.data.objects:   # the rest state: no pose, no shape key mix
-                if obj.type == "MESH" and obj.data.shape_keys is not None:
-                    restore.enter_context(_temporarily(obj, "show_only_shape_key", True))
-                    restore.enter_context(_temporarily(obj, "active_shape_key_index", 0))
-                if obj.type == "ARMATURE":
-                    restore.enter_context(_temporarily(obj.data, "pose_position", "REST"))
-            scene.render.filepath = str(image)
-            with _quiet():
-                bpy.ops.render.render(write_still=True)
+        rest_state = []   # the rest state: no pose, no shape key mix
+        for obj in bpy.data.objects:
+            if obj.type == "MESH" and obj.data.shape_keys is not None:
+                rest_state += [(obj, "show_only_shape_key", True), (obj, "active_shape_key_index", 0)]
+            if obj.type == "ARMATURE":
+                rest_state.append((obj.data, "pose_position", "REST"))
+        with temporarily(_render_settings(scene, camera, image) + rest_state), _quiet():
+            bpy.ops.render.render(write_still=True)
     finally:
         bpy.data.objects.remove(camera)
         bpy.data.cameras.remove(camera_data)
@@ -270,26 +309,16 @@ def _face_region(rig: RigDescription) -> np.ndarray:
     return np.ones(len(rig.vertices), dtype=bool)
 
 
-def _render_settings(scene, camera) -> list[tuple]:
+def _render_settings(scene, camera, image: Path) -> list[tuple]:
     render, shading = scene.render, scene.display.shading
     return [(render, "engine", "BLENDER_WORKBENCH"), (render, "resolution_x", RENDER_SIZE),
             (render, "resolution_y", RENDER_SIZE), (render, "resolution_percentage", 100),
             (render, "pixel_aspect_x", 1.0), (render, "pixel_aspect_y", 1.0),
             (render, "film_transparent", False), (render, "use_border", False),
             (render.image_settings, "file_format", "PNG"),
-            (render.image_settings, "color_mode", "RGB"), (render, "filepath", render.filepath),
+            (render.image_settings, "color_mode", "RGB"), (render, "filepath", str(image)),
             (scene.display, "render_aa", "FXAA"), (shading, "light", "STUDIO"),
             (shading, "color_type", "MATERIAL"), (scene, "camera", camera)]
-
-
-@contextlib.contextmanager
-def _temporarily(owner, name: str, value):
-    old = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, old)
 
 
 @contextlib.contextmanager
@@ -387,7 +416,7 @@ def export(out: Path) -> Path:
     with atomic_path(out, keep_suffix=True) as tmp, _quiet():
         if suffix == ".blend":
             preferences = bpy.context.preferences.filepaths
-            with _temporarily(preferences, "save_version", 0):   # no .blend1 beside it
+            with temporarily([(preferences, "save_version", 0)]):   # no .blend1 beside it
                 bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
         elif suffix == ".fbx":
             bpy.ops.export_scene.fbx(
@@ -395,10 +424,10 @@ def export(out: Path) -> Path:
                 bake_anim_use_nla_strips=False, bake_anim_use_all_actions=False,
                 bake_anim_simplify_factor=0.0, bake_anim_force_startend_keying=True,
                 add_leaf_bones=False)
-        else:
+        else:   # one glTF animation from the one Action with a slot per datablock
             bpy.ops.export_scene.gltf(
                 filepath=str(tmp), check_existing=False, export_format="GLB",
-                export_animations=True, export_animation_mode="SCENE", export_force_sampling=True,
+                export_animations=True, export_animation_mode="ACTIONS", export_force_sampling=True,
                 export_optimize_animation_size=False, export_frame_range=True, export_morph=True,
                 export_morph_animation=True)
     return out

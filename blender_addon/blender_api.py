@@ -5,6 +5,7 @@
   `Action.fcurves`; before 4.4 there are no slots and each datablock needs its own Action.
 - 5.0 renamed the sequencer's `sequences` to `strips`.
 - EEVEE's engine id is `BLENDER_EEVEE_NEXT` on 4.2–4.5 and `BLENDER_EEVEE` on 5.0.
+- 5.0 picks video output through `ImageFormatSettings.media_type` before `file_format`.
 Everything here is a plain function, usable from operators, the UI and headless bakes alike.
 """
 
@@ -107,3 +108,14 @@ def add_sound_strip(scene, path: str, frame: int, name: str = "Dimitra audio"):
     used = {s.channel for s in strips}
     channel = next(c for c in range(1, 129) if c not in used)
     return strips.new_sound(name, filepath=str(path), channel=channel, frame_start=int(frame))
+
+
+def set_video_output(scene) -> None:
+    """Render animations to an H.264 MP4 with the sequencer's sound as AAC."""
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "VIDEO"
+    settings.file_format = "FFMPEG"
+    ffmpeg = scene.render.ffmpeg
+    ffmpeg.format, ffmpeg.codec, ffmpeg.audio_codec = "MPEG4", "H264", "AAC"
+    ffmpeg.constant_rate_factor = "MEDIUM"

@@ -11,12 +11,11 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from retarget.atomic_file import atomic_path
 from retarget.sample_face import MATERIALS, build_sample_face, to_scene
 
 COLOURS = {"skin": (0.8, 0.62, 0.52, 1.0), "eye_white": (0.92, 0.92, 0.9, 1.0),
            "iris": (0.08, 0.05, 0.04, 1.0), "mouth": (0.25, 0.05, 0.06, 1.0)}
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "sample_face.blend"
+CACHE_DIR = Path(__file__).resolve().parents[1] / ".cache"
 
 
 def build_scene() -> dict:
@@ -79,18 +78,27 @@ def build_scene() -> dict:
 
 def save_sample_rig(out: str | Path) -> Path:
     """Build the sample rig and write it to `out` (.blend), atomically."""
-    out = Path(out)
+    from .bake import export
+
     build_scene()
-    with atomic_path(out, keep_suffix=True) as tmp:
-        bpy.ops.wm.save_as_mainfile(filepath=str(tmp), check_existing=False, copy=True)
-    return out
+    return export(Path(out))
 
 
 def sample_rig_path() -> Path:
-    """The sample rig, built on first use into the checkout's ignored `.cache/`."""
-    if not CACHE.is_file():
-        save_sample_rig(CACHE)
-    return CACHE
+    """The sample rig, built on first use into the checkout's ignored `.cache/`; the name
+    carries a hash of what builds it, so a changed definition builds a new one."""
+    import hashlib
+
+    from retarget import sample_face
+    from retarget.face.canonical import CANONICAL_FACE_PATH
+
+    digest = hashlib.sha256()
+    for source in (Path(sample_face.__file__), Path(__file__), CANONICAL_FACE_PATH):
+        digest.update(source.read_bytes())
+    path = CACHE_DIR / f"sample_face-{digest.hexdigest()[:10]}.blend"
+    if not path.is_file():
+        save_sample_rig(path)
+    return path
 
 
 def main() -> None:

@@ -63,6 +63,20 @@ class Correspondence:
                 f"{len(rig.triangles)}; the mesh changed: make the correspondence again")
 
 
+def ray_targets(landmarks_px: np.ndarray, into_lip: float = 0.3) -> np.ndarray:
+    """(478, 2) image points to cast each landmark's ray through, from (478, 2+) landmarks.
+
+    On a closed mouth the upper and lower inner-lip points sit on the same seam, and their
+    rays could both land on one lip; each is moved `into_lip` of the way toward its outer-lip
+    partner, so it lands inside its own lip (the corners stay).
+    """
+    targets = np.array(landmarks_px[:, :2], dtype=np.float64)
+    inner, outer = np.array(topology.LIPS_INNER), np.array(topology.LIPS_OUTER)
+    lips = [i for i in range(len(inner)) if i not in (0, len(inner) // 2)]   # not the corners
+    targets[inner[lips]] += into_lip * (targets[outer[lips]] - targets[inner[lips]])
+    return targets
+
+
 def from_hits(rig: RigDescription, triangle_index: np.ndarray, hit_points: np.ndarray,
               method: str = "render") -> Correspondence:
     """From ray hits: (478,) triangle index (-1 for a miss) and (478, 3) hit points, scene space."""
@@ -155,60 +169,63 @@ def _initial_alignment(rig: RigDescription, canonical: np.ndarray, forward: np.n
 
 
 def closest_points(rig: RigDescription, points: np.ndarray,
-                   chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+                   chunk: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Nearest surface point for each of (N, 3) points: (N,) triangle index and (N, 3) points.
 
-    Searches the triangles around the few nearest vertices (exact for reasonable meshes,
-    numpy only).
+    Searches the triangles around the few nearest vertices (exact for reasonable meshes).
     """
     points = np.asarray(points, dtype=np.float64)
-    incident, starts = _vertex_triangles(rig)
+    around = _vertex_triangles(rig)                                        # (V, D), -1 padded
     best_triangle = np.zeros(len(points), dtype=np.int32)
     best_point = np.zeros_like(points)
+    nearest_count = min(4, len(rig.vertices))
     for begin in range(0, len(points), chunk):
-        block = points[begin:begin + chunk]
-        distance = ((block[:, None, :] - rig.vertices[None]) ** 2).sum(-1)   # (n, V)
-        nearest = np.argsort(distance, axis=1)[:, :4] if distance.shape[1] > 4 \
-            else np.argsort(distance, axis=1)
-        for row, vertices in enumerate(nearest):
-            candidates = np.unique(np.concatenate(
-                [incident[starts[v]:starts[v + 1]] for v in vertices]))
-            if not len(candidates):
-                continue
-            corners = rig.vertices[rig.triangles[candidates]]
-            on_triangle = closest_point_on_triangles(block[row], corners)
-            pick = np.argmin(((on_triangle - block[row]) ** 2).sum(-1))
-            best_triangle[begin + row] = candidates[pick]
-            best_point[begin + row] = on_triangle[pick]
+        block = points[begin:begin + chunk]                                  # (n, 3)
+        distance = ((block[:, None, :] - rig.vertices[None]) ** 2).sum(-1)  # (n, V)
+        nearest = np.argpartition(distance, nearest_count - 1, axis=1)[:, :nearest_count]
+        candidates = around[nearest].reshape(len(block), -1)                 # (n, C)
+        corners = rig.vertices[rig.triangles[np.maximum(candidates, 0)]]     # (n, C, 3, 3)
+        on_triangle = closest_point_on_triangles(block[:, None, :], corners)  # (n, C, 3)
+        gap = ((on_triangle - block[:, None, :]) ** 2).sum(-1)
+        gap[candidates < 0] = np.inf
+        pick = np.argmin(gap, axis=1)
+        rows = np.arange(len(block))
+        best_triangle[begin:begin + len(block)] = candidates[rows, pick]
+        best_point[begin:begin + len(block)] = on_triangle[rows, pick]
     return best_triangle, best_point
 
 
-def _vertex_triangles(rig: RigDescription) -> tuple[np.ndarray, np.ndarray]:
-    """Triangles around each vertex as (incident triangle ids, (V+1,) start offsets)."""
+def _vertex_triangles(rig: RigDescription) -> np.ndarray:
+    """(V, D) the triangles around each vertex, padded with -1 to the largest degree D."""
     flat = rig.triangles.ravel()
     order = np.argsort(flat, kind="stable")
-    starts = np.searchsorted(flat[order], np.arange(len(rig.vertices) + 1))
-    return (order // 3).astype(np.int32), starts
+    vertex = flat[order]
+    starts = np.searchsorted(vertex, np.arange(len(rig.vertices)))
+    slot = np.arange(len(flat)) - starts[vertex]
+    around = np.full((len(rig.vertices), max(int(slot.max()) + 1, 1)), -1, dtype=np.int32)
+    around[vertex, slot] = order // 3
+    return around
 
 
 def closest_point_on_triangles(point: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """Closest points to `point` (3,) on each of (M, 3, 3) triangles: (M, 3)."""
-    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
+    """Closest points to `point` (..., 3) on triangles (..., 3, 3), broadcast: (..., 3)."""
+    a, b, c = corners[..., 0, :], corners[..., 1, :], corners[..., 2, :]
     normal = np.cross(b - a, c - a)
-    length = np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-300)
-    normal = normal / length
-    projected = point - ((point - a) * normal).sum(1, keepdims=True) * normal
-    weights = _barycentric(projected, corners)
-    inside = (weights >= 0).all(1)
-    candidates = [np.where(inside[:, None], projected, np.inf)]
+    normal = normal / np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-300)
+    projected = point - ((point - a) * normal).sum(-1, keepdims=True) * normal
+    inside = (_barycentric(projected, corners) >= 0).all(-1)
+    best = np.where(inside[..., None], projected, np.inf)
+    best_gap = np.where(inside, ((projected - point) ** 2).sum(-1), np.inf)
     for start, end in ((a, b), (b, c), (c, a)):
         edge = end - start
-        t = np.clip(((point - start) * edge).sum(1) / np.maximum((edge * edge).sum(1), 1e-300),
-                    0.0, 1.0)
-        candidates.append(start + t[:, None] * edge)
-    stacked = np.stack(candidates)                                    # (4, M, 3)
-    distance = ((stacked - point) ** 2).sum(-1)
-    return stacked[np.argmin(distance, axis=0), np.arange(len(corners))]
+        t = np.clip(((point - start) * edge).sum(-1)
+                    / np.maximum((edge * edge).sum(-1), 1e-300), 0.0, 1.0)
+        on_edge = start + t[..., None] * edge
+        gap = ((on_edge - point) ** 2).sum(-1)
+        closer = gap < best_gap
+        best = np.where(closer[..., None], on_edge, best)
+        best_gap = np.where(closer, gap, best_gap)
+    return best
 
 
 def _barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:

@@ -59,8 +59,9 @@ def build_sample_face() -> SampleFace:
         triangles.append(sphere_triangles + count)
         materials.append(np.ones(len(sphere_triangles), int))
         count += len(sphere_vertices)
-    mouth = np.array([[-0.32, -0.74, 0.12], [0.32, -0.74, 0.12], [0.32, -1.0, 0.12],
-                      [-0.32, -1.0, 0.12]])
+    # A dark plane well behind the lips: what an open mouth shows.
+    mouth = np.array([[-0.24, -0.76, 0.0], [0.24, -0.76, 0.0], [0.24, -0.98, 0.0],
+                      [-0.24, -0.98, 0.0]])
     vertices.append(mouth)
     triangles.append(np.array([[count, count + 2, count + 1], [count, count + 3, count + 2]]))
     materials.append(np.full(2, 3))

@@ -8,8 +8,9 @@ Then, vectorised over all frames:
   through the bone's head); if it also deforms the face, its share of the motion is removed
   before the keys are solved;
 - shape-key weights: bounded least squares of every key's measured effect at the landmarks'
-  points against the displacements, weighted by region (lips first), with an L1 term so keys
-  that do not help stay at zero (ADMM; the keys' Gram matrix is factored once);
+  points against the displacements, weighted by region (lips first); an L1 term (a short
+  ADMM run) picks the keys each frame uses, so keys that do not help stay at zero, and the
+  chosen keys are then solved exactly within their slider ranges (a batched active-set step);
 - head pose drives the neck and head bones (split between them); iris points drive the eyes.
 Motion is smoothed in time (a Gaussian of `smoothing` seconds) before it is solved.
 """
@@ -35,8 +36,9 @@ from .motion_file import Motion, resample_motion
 from .rig import Bone, RigDescription, RigError
 from .rotations import axis_angle_to_matrix, rotation_fraction
 
-# How much each landmark's fit counts: the lips first, then lids, jaw and brows.
-POINT_WEIGHTS = (("lips_outer", 4.0), ("lips_inner", 4.0), ("right_upper_lid", 3.0),
+# How much each landmark's fit counts: the lips first (the inner contour, which shows the
+# mouth opening and closing, most), then lids, jaw and brows.
+POINT_WEIGHTS = (("lips_outer", 4.0), ("lips_inner", 8.0), ("right_upper_lid", 3.0),
                  ("right_lower_lid", 3.0), ("left_upper_lid", 3.0), ("left_lower_lid", 3.0),
                  ("right_iris", 3.0), ("left_iris", 3.0), ("jaw_line", 1.5),
                  ("right_brow", 1.5), ("left_brow", 1.5), ("nose", 0.5))
@@ -60,7 +62,7 @@ class SolveOptions:
     smoothing: float = 0.03        # seconds (Gaussian sigma); 0 = none
     sparsity: float = 0.01         # L1 weight: how much a lone key's weight shrinks
     neck_share: float = 0.35       # of the head rotation given to the neck bone
-    max_iterations: int = 400
+    max_iterations: int = 50       # ADMM, only to pick each frame's keys; then exact
     tolerance: float = 2e-4        # ADMM stop: weight change and constraint gap
 
     def strength_of(self, region: str) -> float:
@@ -154,8 +156,9 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
             shape_keys[key.name] = np.clip(scaled, key.slider_min, key.slider_max)
         report["keys_solved"] = [k.name for k, m in zip(rig.shape_keys, moves) if m]
         report["keys_moving_nothing"] = [k.name for k, m in zip(rig.shape_keys, moves) if not m]
-        fitted = np.einsum("tk,knd->tnd", weights, basis[moves])
-        error = np.linalg.norm(fitted - targets, axis=-1)[:, list(topology.LIPS)]
+        lips = list(topology.LIPS)
+        fitted = (weights @ basis[moves][:, lips].reshape(moves.sum(), -1)).reshape(-1, len(lips), 3)
+        error = np.linalg.norm(fitted - targets[:, lips], axis=-1)
         report["lip_residual"] = float(error.mean() / max(to_scene.scale, 1e-12))  # IOD units
 
     head_motion = rotation_fraction(
@@ -210,8 +213,8 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
 
     basis (K, N, 3) each key's displacement of the N points, targets (T, N, 3), point_weights
     (N,), bounds (K,) -> (T, K) weights minimising
-    sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2 + sparsity * sum_k G_kk |x_k|, lower <= x <= upper.
-    ADMM in unit-scaled variables; (G + rho I) is inverted once for all frames.
+    sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2, lower <= x <= upper, on the keys an L1
+    term (sparsity * sum_k G_kk |x_k|) picks per frame. Unit-scaled variables (G_kk = 1).
     """
     count = len(basis)
     if count == 0:
@@ -224,33 +227,109 @@ def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndar
     linear = (targets.reshape(len(targets), -1) * root) @ design.T / scale  # (T, K)
     threshold = options.sparsity * scale                                   # on unit variables
     low, high = lower * scale, upper * scale
-    rho = 1.0   # the unit-scaled Gram matrix has a unit diagonal: its eigenvalues average 1
-    inverse = np.linalg.inv(gram_unit + rho * np.eye(count))
     start = np.clip(linear @ np.linalg.pinv(gram_unit, rcond=1e-6), low, high)
-    chosen = _admm(linear, inverse, rho, start, low, high, threshold, scale, options)
-    # The L1 term picked which keys each frame uses; solve again without its shrinkage so the
-    # chosen keys reach their full weight (correlated keys would otherwise stay short).
-    active = chosen != 0
-    final = _admm(linear, inverse, rho, chosen, np.where(active, low, 0.0),
-                  np.where(active, high, 0.0), np.zeros(count), scale, options)
+    chosen = _admm(gram_unit, linear, start, low, high, threshold, scale, options)
+    # The L1 term picked which keys each frame uses; solve those exactly, without its
+    # shrinkage, so the chosen keys reach their full weight (correlated ones would stay short).
+    final = _exact_on_support(gram_unit, linear, chosen, low, high, chosen != 0, threshold)
     return final / scale
 
 
-def _admm(linear, inverse, rho, z, low, high, threshold, scale, options) -> np.ndarray:
-    """min x'Gx/2 - linear.x + threshold.|x| with low <= x <= high, per row of linear (T, K)."""
-    relax = 1.6   # over-relaxation: fewer iterations for the same accuracy
-    u = np.zeros_like(z)
-    for _ in range(options.max_iterations):
-        x = (linear + rho * (z - u)) @ inverse
+def _exact_on_support(gram, linear, z, low, high, support, threshold,
+                      rounds: int = 12) -> np.ndarray:
+    """Box-constrained least squares per frame on the keys each frame uses (`support` (T, K)).
+
+    A primal active-set method, all frames at once: from the feasible near solution z (T, K),
+    keys at a bound stay there unless the gradient pulls them in; a key outside the support
+    joins when the gradient pulling it from zero beats the L1 threshold (the L1 pass stops
+    early); the free keys' exact solution is one batch of (K, K) systems, and each frame steps
+    toward it only as far as its bounds allow (so the fit never gets worse, even for keys that
+    are mixtures of one another, as viseme sets often are).
+    """
+    count = len(gram)
+    support = support.copy()
+    z = np.clip(z.astype(np.float64), low, high) * support
+    diagonal = np.arange(count)
+    rows = np.arange(len(z))
+    for _ in range(rounds):
+        zr, c = z[rows], linear[rows]
+        gradient = zr @ gram - c
+        joins = ~support[rows] & (((-gradient > threshold) & (high > 0))
+                                  | ((gradient > threshold) & (low < 0)))
+        support[rows] |= joins
+        on = support[rows]
+        lo, hi = np.where(on, low, 0.0), np.where(on, high, 0.0)
+        at_low = (zr <= lo + 1e-9) & ((gradient >= 0) | ~on)
+        at_high = (zr >= hi - 1e-9) & ((gradient <= 0) | ~on)
+        free = ~(at_low | at_high)
+        # Free keys: their rows of G; fixed keys: identity rows holding them where they are.
+        # A tiny ridge keeps mixtures and exact opposites (mouthLeft/mouthRight) solvable.
+        mask = free.astype(np.float64)
+        matrix = np.multiply(gram, mask[:, :, None])          # in place: (rows, K, K) is big
+        matrix *= mask[:, None, :]
+        matrix[:, diagonal, diagonal] += 1 - mask + 1e-6 * mask
+        rhs = np.where(free, c - np.where(free, 0.0, zr) @ gram, zr)
+        target = np.linalg.solve(matrix, rhs[..., None])[..., 0]
+        step = target - zr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(step > 1e-12, (hi - zr) / step,
+                            np.where(step < -1e-12, (lo - zr) / step, np.inf))
+        fraction = np.clip(room.min(1), 0.0, 1.0)                          # (rows,)
+        stepped = np.clip(zr + fraction[:, None] * step, lo, hi)
+        # Clipping the target is usually the faster way to the answer; take it where it fits
+        # better than the safe step.
+        clipped = np.clip(target, lo, hi)
+        before, fit_clipped = _objective(gram, c, zr), _objective(gram, c, clipped)
+        fit_stepped = _objective(gram, c, stepped)
+        better = fit_clipped < fit_stepped
+        z[rows] = np.where(better[:, None], clipped, stepped)
+        gain = before - np.minimum(fit_clipped, fit_stepped)
+        done = (fraction >= 1.0) & ~better | better & (np.abs(clipped - target).max(1) <= 1e-9)
+        rows = rows[~done & (gain > 1e-9 * (np.abs(before) + 1e-12)) | joins.any(1)]
+        if not len(rows):
+            break
+    return z
+
+
+def _objective(gram, linear, z) -> np.ndarray:
+    """(T,) z'Gz/2 - linear.z per row."""
+    return ((0.5 * (z @ gram) - linear) * z).sum(1)
+
+
+def _admm(gram, linear, z, low, high, threshold, scale, options) -> np.ndarray:
+    """min x'Gx/2 - linear.x + threshold.|x| with low <= x <= high, per row of linear (T, K).
+
+    float32 (weights need 1e-4, not 1e-12); rho is rebalanced every few iterations so the
+    constraint gap and the step shrink together (residual balancing).
+    """
+    f32 = np.float32
+    linear, z = linear.astype(f32), z.astype(f32)
+    low, high = np.broadcast_to(low, z.shape).astype(f32), np.broadcast_to(high, z.shape).astype(f32)
+    threshold = threshold.astype(f32)
+    tolerance = (options.tolerance * scale).astype(f32)   # in unit variables, per key
+    relax, rho, u = f32(1.6), 1.0, np.zeros_like(z)
+    inverse = np.linalg.inv(gram + rho * np.eye(len(gram))).astype(f32)
+    for iteration in range(1, options.max_iterations + 1):
+        x = (linear + f32(rho) * (z - u)) @ inverse
         x_relaxed = relax * x + (1 - relax) * z
         z_previous = z
         shifted = x_relaxed + u
-        z = np.clip(np.sign(shifted) * np.maximum(np.abs(shifted) - threshold / rho, 0), low, high)
+        shrink = threshold / f32(rho)
+        # Soft threshold, then the bounds (minimum/maximum: np.clip is slower on small arrays).
+        z = np.minimum(np.maximum(shifted - np.minimum(np.maximum(shifted, -shrink), shrink),
+                                  low), high)
         u += x_relaxed - z
-        primal = np.abs((x - z) / scale).max()
-        dual = np.abs((z - z_previous) / scale).max()
-        if primal < options.tolerance and dual < options.tolerance:
+        if iteration % 10:
+            continue
+        primal = (np.abs(x - z) / tolerance).max()
+        dual = (rho * np.abs(z - z_previous) / tolerance).max()
+        if primal < 1 and dual / rho < 1:
             break
+        if primal > 10 * dual or dual > 10 * primal:
+            factor = 2.0 if primal > dual else 0.5
+            rho *= factor
+            u /= f32(factor)
+            inverse = np.linalg.inv(gram + rho * np.eye(len(gram))).astype(f32)
     return z
 
 

@@ -184,3 +184,19 @@ def test_jaw_bone_follows_the_chin(sample):
     angle = np.degrees(rotation_angle(animation.bone_rotations["jaw"]))
     assert angle[0] < 0.5 and 8 < angle[-1] < 20       # the sample key opens by about 14°
     assert np.all(np.diff(angle) > -0.2)
+
+
+def test_eyes_turn_where_the_irises_look(sample):
+    """Both irises shift toward the subject's left (+X in the sample's scene): the eye bones
+    turn their forward axis (-Y) toward +X, by about the keys' 20°."""
+    face, correspondence = sample
+    weights = np.zeros((FRAMES, len(ARKIT_52)))
+    weights[:, ARKIT_52.index("eyeLookOutLeft")] = 1.0
+    weights[:, ARKIT_52.index("eyeLookInRight")] = 1.0
+    motion = motion_from_rig(face.rig, weights, np.broadcast_to(np.eye(3), (FRAMES, 3, 3)))
+    animation = solve(face.rig, correspondence, motion, SolveOptions(smoothing=0))
+    for role in ("eye_left", "eye_right"):
+        bone = face.rig.bones[role]
+        world = bone.rest_rotation @ animation.bone_rotations[bone.name][-1] @ bone.rest_rotation.T
+        looking = world @ [0.0, -1, 0]
+        assert 10 < np.degrees(np.arctan2(looking[0], -looking[1])) < 30
