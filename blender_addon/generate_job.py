@@ -109,8 +109,9 @@ class GenerateJob:
         self._result: GeneratedResult | None = None
         self._modes = ({b.name: b.rotation_mode for b in face.armature.pose.bones}
                        if face.armature is not None else {})
+        self._image: queue.Queue = queue.Queue()   # the reference render, to the worker
         if cached is not None:
-            self._start_worker(None)
+            self._start_worker()
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -148,7 +149,14 @@ class GenerateJob:
             self.abort()
             return
         if self.state == "render":
-            self._start_worker(self._render_reference())
+            if self._worker is None:   # it reaches the backend while this thread renders
+                self._start_worker()
+                return
+            if not self._messages.empty():   # the backend failed already: no render needed
+                self.state = "waiting"
+                return
+            self._image.put(self._render_reference())
+            self.state = "waiting"
         elif self.state == "waiting":
             self._drain()
         elif self.state == "writing":
@@ -249,19 +257,18 @@ class GenerateJob:
 
     # -- worker thread -------------------------------------------------------------------------
 
-    def _start_worker(self, image: bytes | None) -> None:
+    def _start_worker(self) -> None:
         audio_bytes = self.audio.read() if self.cached is None else None
-        self.state = "waiting"
-        self._worker = threading.Thread(target=self._work, args=(audio_bytes, image),
+        self._worker = threading.Thread(target=self._work, args=(audio_bytes,),
                                         name="dimitra-generate", daemon=True)
         self._worker.start()
 
-    def _work(self, audio: bytes | None, image: bytes | None) -> None:
+    def _work(self, audio: bytes | None) -> None:
         try:
             if self.cached is not None:
                 motion, correspondence = self.cached.motion, self.cached.correspondence
             else:
-                motion, correspondence = self._generate(audio, image)
+                motion, correspondence = self._generate(audio)
             if self._cancel.is_set():
                 raise JobCancelled()
             self._messages.put(("progress", ("solving", 0.85)))
@@ -289,16 +296,27 @@ class GenerateJob:
             self._messages.put(("failed", (f"Dimitra failed unexpectedly: {error!r}; the "
                                            "console has the details")))
 
+    def _wait_for_image(self) -> bytes:
+        while True:
+            if self._cancel.is_set():
+                raise JobCancelled()
+            try:
+                return self._image.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
     def _progress(self, stage: str, fraction: float) -> None:
         self._messages.put(("progress", (stage, 0.05 + 0.75 * float(fraction))))
 
-    def _generate(self, audio: bytes, image: bytes) -> tuple[Motion, Correspondence]:
+    def _generate(self, audio: bytes) -> tuple[Motion, Correspondence]:
         self._messages.put(("progress", ("connecting to the backend", 0.02)))
         address = self.backend.connect(self._cancel.is_set)
         options = self.settings.generation_options()
         fps = self.face.rig.fps
         with DimitraClient(address, timeout=REQUEST_TIMEOUT_S, server_silence=SERVER_SILENCE_S,
                            curve=self.backend.curve) as client:
+            client.info()     # an unreachable backend is reported now, not after the render
+            image = self._wait_for_image()
             try:
                 result = client.animate(audio, image, options, fps, True, self._progress,
                                         self._cancel.is_set)
