@@ -152,7 +152,7 @@ class GenerateJob:
             if self._worker is None:   # it reaches the backend while this thread renders
                 self._start_worker()
                 return
-            if not self._messages.empty():   # the backend failed already: no render needed
+            if not self._worker.is_alive():   # the backend failed already: no render needed
                 self.state = "waiting"
                 return
             self._image.put(self._render_reference())
