@@ -56,7 +56,7 @@ def child(runs: int, seconds: float) -> dict:
         server.terminate()
         generate_job.stop_all()
         blender_addon.unregister()
-    return {"audio_s": seconds, "frames_25fps": frames, "runs": runs,
+    return {"audio_s": seconds, "frames": frames, "runs": runs,
             "first_generate_s": round(cold_s, 2),
             "first_max_tick_ms": round(first.max_tick_s * 1000, 1),
             "generate_to_keys_s_median": round(statistics.median(timings), 2),
