@@ -1,0 +1,37 @@
+"""Dimitra for Blender: speech audio in, an animated face rig out.
+
+The Blender extension (id `dimitra`, built by build_addon.py). The same package serves batch
+tools from the repository (`blender_addon.bake`); importing it registers nothing.
+Layout: scene_inputs (what a Generate reads), generate_job (the background job and its
+ticks), key_writer (keys into new Actions, all or nothing), local_backend (a `dimitra serve`
+started on this machine), landmark_points, operators, panel, preferences, properties,
+blender_api (Blender version differences), rig_reader and bake (shared with batch baking).
+"""
+
+
+def _modules():
+    from . import operators, panel, preferences, properties
+
+    return properties, preferences, operators, panel
+
+
+def register() -> None:
+    import bpy
+
+    properties, preferences, operators, panel = _modules()
+    properties.register()
+    for cls in (preferences.DimitraPreferences, *operators.CLASSES, *panel.CLASSES):
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    import bpy
+
+    from . import generate_job, local_backend
+
+    generate_job.stop_all()       # a timer left registered hangs Blender at exit
+    local_backend.stop()
+    properties, preferences, operators, panel = _modules()
+    for cls in reversed((preferences.DimitraPreferences, *operators.CLASSES, *panel.CLASSES)):
+        bpy.utils.unregister_class(cls)
+    properties.unregister()

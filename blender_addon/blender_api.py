@@ -119,3 +119,26 @@ def set_video_output(scene) -> None:
     ffmpeg = scene.render.ffmpeg
     ffmpeg.format, ffmpeg.codec, ffmpeg.audio_codec = "MPEG4", "H264", "AAC"
     ffmpeg.constant_rate_factor = "MEDIUM"
+
+
+def remember_animation(id_data) -> tuple:
+    """What `new_action_for` may change on `id_data`, for `restore_animation`."""
+    anim = id_data.animation_data
+    if anim is None:
+        return (False, None, None, 0)
+    slot = anim.action_slot if SLOTTED_ACTIONS else None
+    return (True, anim.action, slot, len(anim.nla_tracks))
+
+
+def restore_animation(id_data, remembered: tuple) -> None:
+    """Undo `new_action_for`: the Action (and slot) it played, no NLA tracks added since."""
+    had_data, action, slot, track_count = remembered
+    if not had_data:
+        id_data.animation_data_clear()
+        return
+    anim = id_data.animation_data
+    while len(anim.nla_tracks) > track_count:
+        anim.nla_tracks.remove(anim.nla_tracks[-1])
+    anim.action = action
+    if SLOTTED_ACTIONS and action is not None and slot is not None:
+        anim.action_slot = slot

@@ -22,12 +22,14 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m backend.cli serve ...` in a subprocess; `address` once it serves."""
 
-    def __init__(self, *options: str, address: str | None = None):
+    def __init__(self, *options: str, address: str | None = None, python: str = sys.executable):
+        """python: the interpreter with the backend installed (the add-on tests may run
+        under another venv's Python)."""
         self.address = address or f"tcp://127.0.0.1:{free_port()}"
         where = [] if "--connect" in options else ["--bind", self.address]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", *where, "--torch-threads", "1",
+            [python, "-m", "backend.cli", "serve", *where, "--torch-threads", "1",
              *options], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.lines: list[str] = []

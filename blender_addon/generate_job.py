@@ -1,0 +1,395 @@
+"""One Generate (or Re-solve) as a job that never freezes Blender's UI.
+
+    main thread                           worker thread
+    -----------                           -------------
+    tick: render the reference face  -->  start (local) backend, `animate` over ZeroMQ,
+    tick: progress from the queue    <--  progress(stage, fraction)
+                                          cast rays -> correspondence, solve, plan curves
+    tick: write a few curves (budget) <-- solved
+    tick: ... sound strip, undo step, done
+
+`tick()` is registered with `bpy.app.timers` in the UI and called in a loop in background
+mode (`run_to_completion`); tests call it directly (timers never fire with `import bpy`).
+Each tick does bounded work (TICK_BUDGET_S of key writing at most; the one exception is the
+reference render, about 0.5 s once per rig and session). Until keys are written the scene is
+untouched; a failure or cancel while writing rolls every change back.
+"""
+
+import queue
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from backend.protocol.client import CurveKeys, DimitraClient, JobCancelled, ServiceError
+from retarget.correspond import Correspondence, fit_canonical
+from retarget.face import topology
+from retarget.motion_file import Motion, MotionFileError, load_motion
+from retarget.rig import RigDescription, RigError
+from retarget.solve import SolveOptions, solve
+
+from . import blender_api, local_backend
+from .bake import MIN_HITS, VIEWS, canonical_reference, cast_rays, render_reference
+from .key_writer import KeyWriter, plan_curves
+from .scene_inputs import Audio, FaceInputs, GenerateSettings
+
+TICK_S = 0.05              # timer interval while a job runs
+TICK_BUDGET_S = 0.02       # key writing per tick (the target is under 30 ms a tick)
+REQUEST_TIMEOUT_S = 3.0    # a backend must accept a job this fast ...
+SERVER_SILENCE_S = 5.0     # ... and never stay silent longer during one
+FACE_REGIONS = ("mouth", "eyes", "gaze", "brows")   # what `strength` scales
+
+
+@dataclass
+class Backend:
+    """Where jobs go: a server address, or a local backend to start from `python`."""
+    address: str = ""
+    curve: CurveKeys | None = None
+    local_python: str = ""
+    local_port: int = 0
+
+    def connect(self, cancelled) -> str:
+        if self.address:
+            return self.address
+        return local_backend.ensure_running(self.local_python, self.local_port, cancelled)
+
+
+@dataclass
+class GeneratedResult:
+    """What Re-solve and Show landmarks need again, without calling the backend."""
+    motion: Motion
+    correspondence: Correspondence
+    rig: RigDescription
+    mesh_names: list[str]
+    armature_name: str | None
+    start_frame: int
+    audio_name: str
+    settings: GenerateSettings
+    report: dict = field(default_factory=dict)
+
+
+# Action name -> its result, for this Blender session.
+RESULTS: dict[str, GeneratedResult] = {}
+_render_cache: dict[tuple, tuple] = {}   # rig fingerprint -> (image bytes, rays function)
+
+
+def solve_options(settings: GenerateSettings) -> SolveOptions:
+    strength = {region: float(settings.strength) for region in FACE_REGIONS}
+    return SolveOptions(strength=strength, smoothing=float(settings.smoothing))
+
+
+class GenerateJob:
+    """States: render -> waiting -> writing -> done | failed | cancelled."""
+
+    def __init__(self, settings: GenerateSettings, face: FaceInputs, audio: Audio | None,
+                 backend: Backend | None, scene, cached: GeneratedResult | None = None,
+                 replacing=None):
+        """cached (Re-solve): solve its motion again instead of asking the backend;
+        replacing: the Action the result takes the place of."""
+        self.settings, self.face, self.audio, self.backend = settings, face, audio, backend
+        self.scene, self.cached, self.replacing = scene, cached, replacing
+        self.state = "render" if cached is None else "waiting"
+        self.stage, self.fraction = ("rendering the face" if cached is None else "solving"), 0.0
+        self.message = ""               # the final report (or error) for the artist
+        self.warnings: list[str] = list(audio.warnings) if audio else []
+        self.actions: list[str] = []
+        self.max_tick_s = 0.0           # the longest main-thread tick, for the benchmark
+        self.ticks = 0
+        self.timer = self.tick          # one bound method, so timers can find it again
+        self.on_tick = None             # called after each tick (the UI shows the progress)
+        self._messages: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._writer: KeyWriter | None = None
+        self._result: GeneratedResult | None = None
+        self._modes = ({b.name: b.rotation_mode for b in face.armature.pose.bones}
+                       if face.armature is not None else {})
+        self._image: queue.Queue = queue.Queue()   # the reference render, to the worker
+        if cached is not None:
+            self._start_worker()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    def cancel(self) -> None:
+        """Ask the job to stop; the next tick ends it (the backend is told to cancel too)."""
+        self._cancel.set()
+
+    # -- main thread ---------------------------------------------------------------------------
+
+    def tick(self) -> float | None:
+        """One bounded step on the main thread. Returns the delay to the next tick, or None
+        once finished (what bpy.app.timers expects)."""
+        started = time.perf_counter()
+        try:
+            if not self.finished:
+                self._tick()
+        except Exception as error:  # noqa: BLE001 - never leave a half-changed scene behind
+            traceback.print_exc()
+            self._fail(f"Dimitra failed: {error}; nothing was changed")
+        if self.on_tick is not None:
+            try:
+                self.on_tick(self)
+            except Exception:  # noqa: BLE001 - a redraw problem must not stop the job
+                traceback.print_exc()
+        self.ticks += 1
+        self.max_tick_s = max(self.max_tick_s, time.perf_counter() - started)
+        return None if self.finished else TICK_S
+
+    def _tick(self) -> None:
+        if self._cancel.is_set() and self.state in ("render", "writing"):
+            self.abort()
+            return
+        if self.state == "render":
+            if self._worker is None:   # it reaches the backend while this thread renders
+                self._start_worker()
+                return
+            if not self._worker.is_alive():   # the backend failed already: no render needed
+                self.state = "waiting"
+                return
+            self._image.put(self._render_reference())
+            self.state = "waiting"
+        elif self.state == "waiting":
+            self._drain()
+        elif self.state == "writing":
+            if self._writer.step(TICK_BUDGET_S):
+                self._finish_writing()
+            else:
+                self.fraction = 0.9 + 0.1 * self._writer.fraction
+
+    def run_to_completion(self, timeout: float | None = None) -> None:
+        """Tick until finished (background mode and scripts: no timers fire there)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            delay = self.tick()
+            if delay is not None:
+                time.sleep(min(delay, 0.01))
+            if deadline is not None and time.monotonic() > deadline:
+                self.cancel()
+                deadline = None
+
+    def _render_reference(self) -> bytes:
+        rig, armature = self.face.rig, self.face.armature
+        fingerprint = (tuple(rig.mesh_names), rig.armature, rig.vertices.shape,
+                       hash(rig.vertices.tobytes()))
+        if fingerprint not in _render_cache:
+            with tempfile.TemporaryDirectory(prefix="dimitra-") as work:
+                image = Path(work) / "reference.png"
+                forward, up = (np.array(v, float) for v in VIEWS[0])
+                rays = render_reference(rig, armature, forward, up, image)
+                _render_cache.clear()    # one rig at a time: renders are cheap to redo
+                _render_cache[fingerprint] = (image.read_bytes(), rays)
+        image, self._rays = _render_cache[fingerprint]
+        return image
+
+    def _drain(self, limit: int = 50) -> None:
+        for _ in range(limit):
+            try:
+                kind, payload = self._messages.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "progress":
+                self.stage, self.fraction = payload
+            elif kind == "failed":
+                self._fail(payload)
+                return
+            elif kind == "cancelled":
+                self.abort()
+                return
+            elif kind == "solved":
+                curves, self._result = payload
+                self._start_writing(curves)
+                return
+
+    def _start_writing(self, curves) -> None:
+        if self._cancel.is_set():
+            self.abort()
+            return
+        result = self._result
+        name = f"Dimitra {result.audio_name}"
+        self._writer = KeyWriter(curves, self.face.meshes, self.face.armature,
+                                 result.start_frame, name, self.replacing)
+        self.state, self.stage, self.fraction = "writing", "writing keys", 0.9
+        self._writer.begin()
+
+    def _finish_writing(self) -> None:
+        self.actions = self._writer.finish()
+        result = self._result
+        frames = next((len(c.values) for c in self._writer.curves), 0)
+        if self.cached is None and self.audio is not None and self.audio.strip_name is None:
+            blender_api.add_sound_strip(self.scene, str(self.audio.path), result.start_frame,
+                                        name=f"Dimitra {result.audio_name}")
+        last = result.start_frame + frames - 1
+        self.scene.frame_end = max(self.scene.frame_end, last)   # never shorten the range
+        for name in self.actions:
+            RESULTS[name] = result
+        verb = "re-solved" if self.cached is not None else "generated"
+        self.message = (f"Dimitra {verb} {frames} frames from frame {result.start_frame} into "
+                        f"{', '.join(self.actions)}")
+        self.state, self.stage, self.fraction = "done", "done", 1.0
+        _undo_push(f"Dimitra: {verb} {result.audio_name}")
+
+    def _fail(self, message: str) -> None:
+        if self._writer is not None:
+            self._writer.rollback()
+        self._cancel.set()   # the worker stops at its next check
+        self.state, self.stage, self.message = "failed", "failed", message
+
+    def abort(self) -> None:
+        """End now as cancelled, rolling back any keys written."""
+        if self._writer is not None:
+            self._writer.rollback()
+        self._cancel.set()
+        self.state, self.stage = "cancelled", "cancelled"
+        self.message = "Dimitra: cancelled; nothing was changed"
+
+    def join(self, timeout: float = 10.0) -> None:
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    # -- worker thread -------------------------------------------------------------------------
+
+    def _start_worker(self) -> None:
+        audio_bytes = self.audio.read() if self.cached is None else None
+        self._worker = threading.Thread(target=self._work, args=(audio_bytes,),
+                                        name="dimitra-generate", daemon=True)
+        self._worker.start()
+
+    def _work(self, audio: bytes | None) -> None:
+        try:
+            if self.cached is not None:
+                motion, correspondence = self.cached.motion, self.cached.correspondence
+            else:
+                motion, correspondence = self._generate(audio)
+            if self._cancel.is_set():
+                raise JobCancelled()
+            self._messages.put(("progress", ("solving", 0.85)))
+            animation = solve(self.face.rig, correspondence, motion,
+                              solve_options(self.settings))
+            curves = plan_curves(animation, self._modes)
+            cached = self.cached
+            result = GeneratedResult(
+                motion, correspondence, self.face.rig, [o.name for o in self.face.meshes],
+                self.face.armature.name if self.face.armature is not None else None,
+                cached.start_frame if cached else self.audio.start_frame,
+                cached.audio_name if cached else self.audio.name, self.settings,
+                animation.report)
+            self._messages.put(("solved", (curves, result)))
+        except JobCancelled:
+            self._messages.put(("cancelled", None))
+        except ServiceError as error:
+            self._messages.put(("failed", f"Dimitra backend: {error}"))
+        except local_backend.BackendStartError as error:
+            self._messages.put(("failed", f"Dimitra backend: {error}"))
+        except (RigError, MotionFileError, ValueError, OSError) as error:
+            self._messages.put(("failed", f"Dimitra: {error}"))
+        except Exception as error:  # noqa: BLE001 - reported to the artist, never lost
+            traceback.print_exc()
+            self._messages.put(("failed", (f"Dimitra failed unexpectedly: {error!r}; the "
+                                           "console has the details")))
+
+    def _wait_for_image(self) -> bytes:
+        while True:
+            if self._cancel.is_set():
+                raise JobCancelled()
+            try:
+                return self._image.get(timeout=0.1)
+            except queue.Empty:
+                continue
+
+    def _progress(self, stage: str, fraction: float) -> None:
+        self._messages.put(("progress", (stage, 0.05 + 0.75 * float(fraction))))
+
+    def _generate(self, audio: bytes) -> tuple[Motion, Correspondence]:
+        self._messages.put(("progress", ("connecting to the backend", 0.02)))
+        address = self.backend.connect(self._cancel.is_set)
+        options = self.settings.generation_options()
+        fps = self.face.rig.fps
+        with DimitraClient(address, timeout=REQUEST_TIMEOUT_S, server_silence=SERVER_SILENCE_S,
+                           curve=self.backend.curve) as client:
+            client.info()     # an unreachable backend is reported now, not after the render
+            image = self._wait_for_image()
+            try:
+                result = client.animate(audio, image, options, fps, True, self._progress,
+                                        self._cancel.is_set)
+            except ServiceError as error:
+                if error.code != "bad_reference":
+                    raise
+                result = None   # no face found on the render: a stylised character
+            correspondence = None
+            if result is not None and result.reference_points is not None:
+                correspondence = cast_rays(self.face.rig, self._rays(
+                    np.asarray(result.reference_points, dtype=np.float64)))
+                if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() < MIN_HITS:
+                    correspondence = None   # the rays found some other face
+            if correspondence is None:
+                forward, up = (np.array(v, float) for v in VIEWS[0])
+                correspondence, _ = fit_canonical(self.face.rig, forward, up)
+                if result is None:
+                    with tempfile.TemporaryDirectory(prefix="dimitra-") as work:
+                        reference = canonical_reference(Path(work) / "canonical.npz")
+                        result = client.animate(audio, reference.read_bytes(), options, fps,
+                                                False, self._progress, self._cancel.is_set)
+        return _motion_from_bytes(result.motion), correspondence
+
+
+def _motion_from_bytes(data: bytes) -> Motion:
+    with tempfile.TemporaryDirectory(prefix="dimitra-") as work:
+        path = Path(work) / "motion.npz"
+        path.write_bytes(data)
+        return load_motion(path)
+
+
+def _undo_push(message: str) -> None:
+    """An undo step for the new keys (not possible in background mode: no undo there)."""
+    if bpy.app.background:
+        return
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:
+        pass
+
+
+# ---------------------------------------------------------------------------------------------
+# The one running job
+# ---------------------------------------------------------------------------------------------
+
+_active: GenerateJob | None = None
+
+
+def active_job() -> GenerateJob | None:
+    return _active
+
+
+def start(job: GenerateJob, use_timer: bool) -> GenerateJob:
+    """Make `job` the running one; with use_timer its ticks come from bpy.app.timers."""
+    global _active
+    if _active is not None and not _active.finished:
+        raise RuntimeError("a Dimitra job is already running; wait for it or cancel it (Esc)")
+    _active = job
+    if use_timer:
+        bpy.app.timers.register(job.timer, first_interval=0.0)
+    return job
+
+
+def stop_all() -> None:
+    """Cancel the running job and unregister its timer (add-on unregister, tests)."""
+    global _active
+    job, _active = _active, None
+    if job is None:
+        return
+    if bpy.app.timers.is_registered(job.timer):
+        bpy.app.timers.unregister(job.timer)
+    job.cancel()
+    job.join()          # the worker tells the backend to cancel, then ends
+    if not job.finished:
+        job.abort()
+

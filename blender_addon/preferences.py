@@ -1,0 +1,76 @@
+"""The add-on's preferences: where the backend is (a local one to start, or a remote server)."""
+
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from backend.protocol.client import CurveKeys
+
+from .generate_job import Backend
+from .scene_inputs import InputError
+
+DEFAULT_PORT = 5599    # not the server's own default (5555), so a hand-started one is not hit
+
+
+class DimitraPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend: EnumProperty(
+        name="Backend", default="LOCAL",
+        items=[("LOCAL", "Local", "Start a backend on this machine from the Python below"),
+               ("REMOTE", "Remote", "Use a running `dimitra serve` at the address below")])
+    python: StringProperty(
+        name="Local backend Python", subtype="FILE_PATH",
+        description="The Python that has Dimitra installed (e.g. .venv/bin/python); the "
+                    "add-on runs `python -m backend.cli serve` with it")
+    port: IntProperty(name="Local port", default=DEFAULT_PORT, min=1024, max=65535)
+    address: StringProperty(name="Server address", default="tcp://127.0.0.1:5555",
+                            description="tcp://HOST:PORT of a running `dimitra serve`")
+    server_key: StringProperty(name="Server public key", subtype="FILE_PATH",
+                               description="CurveZMQ: the server's `server.key` (optional)")
+    client_key: StringProperty(name="Client secret key", subtype="FILE_PATH",
+                               description="CurveZMQ: this machine's `NAME.key_secret`")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend", expand=True)
+        if self.backend == "LOCAL":
+            layout.prop(self, "python")
+            layout.prop(self, "port")
+        else:
+            layout.prop(self, "address")
+            layout.prop(self, "server_key")
+            layout.prop(self, "client_key")
+
+
+def addon_preferences(context=None):
+    """The preferences, or None when the add-on runs unregistered (the repo's tests)."""
+    addon = (context or bpy.context).preferences.addons.get(__package__)
+    return addon.preferences if addon is not None else None
+
+
+def backend_for(server: str, server_key: str, client_key: str, context=None) -> Backend:
+    """The backend a job uses: `server` when given (with its CurveZMQ key files), else the
+    preferences'."""
+    prefs = addon_preferences(context)
+    if not server and prefs is not None:
+        if prefs.backend == "LOCAL":
+            return Backend(local_python=bpy.path.abspath(prefs.python), local_port=prefs.port)
+        server, server_key, client_key = prefs.address, prefs.server_key, prefs.client_key
+    if not server:
+        raise InputError("no backend: set one in Preferences > Add-ons > Dimitra (a local "
+                         "Python or a server address), or pass server='tcp://HOST:PORT'")
+    return Backend(address=server, curve=curve_keys(server_key, client_key))
+
+
+def curve_keys(server_key: str, client_key: str) -> CurveKeys | None:
+    if not server_key and not client_key:
+        return None
+    if not (server_key and client_key):
+        raise InputError("CurveZMQ needs both key files: the server's public `server.key` "
+                         "and this machine's `NAME.key_secret`")
+    for name, path in (("server key", server_key), ("client key", client_key)):
+        if not Path(bpy.path.abspath(path)).is_file():
+            raise InputError(f"{name} {path}: no such file")
+    return CurveKeys(bpy.path.abspath(server_key), bpy.path.abspath(client_key))

@@ -1,0 +1,97 @@
+"""The panel's settings, stored on the scene, and the job's progress on the window manager.
+
+The generation and solve settings are declared once (`tuning_properties`) and given both to
+the scene's settings and to the `dimitra.generate` operator, so a script can pass any of them.
+"""
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from .scene_inputs import GenerateSettings
+
+
+def tuning_properties() -> dict:
+    return {
+        "expressiveness": FloatProperty(
+            name="Expressiveness", default=1.5, min=0.0, max=5.0,
+            description="How strongly the motion follows the speech (guidance; 1 = none)"),
+        "head_motion": FloatProperty(name="Head motion", default=1.0, min=0.0, max=5.0,
+                                     description="Scales the head's rotation and movement"),
+        "blink": BoolProperty(name="Blinks", default=True, description="Generate blinks"),
+        "seed": IntProperty(name="Seed", default=0, min=0,
+                            description="Another seed gives another take of the same line"),
+        "strength": FloatProperty(
+            name="Strength", default=1.0, min=0.0, max=3.0,
+            description="Scales the face's shape keys, jaw and eyes (Re-solve changes it "
+                        "without calling the backend)"),
+        "smoothing": FloatProperty(
+            name="Smoothing", default=0.03, min=0.0, max=0.5, unit="TIME_ABSOLUTE",
+            description="Seconds of smoothing over time (Re-solve changes it)"),
+    }
+
+
+def _is_mesh(self, obj):
+    return obj.type == "MESH"
+
+
+def _is_armature(self, obj):
+    return obj.type == "ARMATURE"
+
+
+class DimitraSceneSettings(bpy.types.PropertyGroup):
+    __annotations__ = {
+        "mesh": PointerProperty(name="Face", type=bpy.types.Object, poll=_is_mesh,
+                                description="The face mesh (default: the active object)"),
+        "armature": PointerProperty(
+            name="Armature", type=bpy.types.Object, poll=_is_armature,
+            description="Head/jaw/eye bones (default: the armature deforming the face)"),
+        "audio_source": EnumProperty(
+            name="Audio", default="STRIP",
+            items=[("STRIP", "Strip", "A sound strip of the sequencer"),
+                   ("FILE", "File", "An audio file; a sound strip is added at the start frame")]),
+        "audio_strip": StringProperty(name="Sound strip"),
+        "audio_file": StringProperty(name="Audio file", subtype="FILE_PATH"),
+        "use_strip_start": BoolProperty(
+            name="Start at the strip", default=True,
+            description="Key from the strip's start, so the animation plays with the sound"),
+        "start_frame": IntProperty(name="Start frame", default=1),
+        **tuning_properties(),
+    }
+
+
+def settings_from_scene(scene) -> GenerateSettings:
+    s = scene.dimitra
+    use_strip = s.audio_source == "STRIP"
+    start = None if use_strip and s.use_strip_start else s.start_frame
+    return GenerateSettings(
+        mesh=s.mesh.name if s.mesh else "", armature=s.armature.name if s.armature else "",
+        audio_strip=s.audio_strip if use_strip else "",
+        audio_file=s.audio_file if not use_strip else "", start_frame=start,
+        **{name: getattr(s, name) for name in tuning_properties()})
+
+
+CLASSES = (DimitraSceneSettings,)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.dimitra = PointerProperty(type=DimitraSceneSettings)
+    bpy.types.WindowManager.dimitra_stage = StringProperty(name="Dimitra stage")
+    bpy.types.WindowManager.dimitra_progress = FloatProperty(
+        name="Dimitra progress", min=0.0, max=1.0, subtype="FACTOR")
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.dimitra_progress
+    del bpy.types.WindowManager.dimitra_stage
+    del bpy.types.Scene.dimitra
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
