@@ -5,8 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 STAMP  := $(VENV)/.installed
-# The add-on is also tested under Blender 5.0 (bpy 5.0.1, no torch); its tests start the
-# backend with the main venv's Python.
+# Blender 5.0 is tested too: a second venv with the backend and bpy 5.0.1 (the `blender`
+# extra pins 4.5.15) runs the Blender-side tests (bake, add-on).
 VENV5  := .venv-bpy5
 PY5    := $(VENV5)/bin/python
 STAMP5 := $(VENV5)/.installed
@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml Makefile
 
 install-bpy5: $(STAMP5)
 
-$(STAMP5): Makefile
+$(STAMP5): pyproject.toml Makefile
 	test -x $(PY5) || $(PYTHON) -m venv $(VENV5)
-	$(PY5) -m pip install --quiet bpy==5.0.1 "numpy<2" pyzmq==27.3.0 "pytest>=8" "pytest-timeout>=2.3"
+	$(PY5) -m pip install --quiet --upgrade pip
+	$(PY5) -m pip install --quiet $(TORCH) -e '.[backend,dev]' bpy==5.0.1
 	touch $(STAMP5)
 
 test: install $(STAMP5)
@@ -33,7 +34,7 @@ test: install $(STAMP5)
 	$(MAKE) test-bpy5
 
 test-bpy5: install $(STAMP5)
-	DIMITRA_SERVER_PYTHON=$(CURDIR)/$(PY) $(PY5) -m pytest -q -ra tests/addon
+	DIMITRA_SERVER_PYTHON=$(CURDIR)/$(PY5) $(PY5) -m pytest -q -ra tests/blender tests/addon
 
 demo: install
 	$(PY) -m backend.demo --out demo_output

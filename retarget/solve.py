@@ -32,7 +32,7 @@ from .face.pose import (
     to_canonical,
 )
 from .key_names import region_of
-from .motion_file import Motion, resample_motion
+from .motion_file import Motion, MotionFileError, resample_motion
 from .rig import Bone, RigDescription, RigError
 from .rotations import axis_angle_to_matrix, rotation_fraction
 
@@ -110,7 +110,7 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
     correspondence.check(rig)
     if not rig.shape_keys and not rig.bones:
         raise RigError("the rig has neither shape keys nor head/jaw/eye bones to animate")
-    motion = resample_motion(motion, rig.fps)
+    motion, held = hold_broken_frames(resample_motion(motion, rig.fps))
     canonical, neutral = face_motion(motion)
     valid = correspondence.valid
     rest = correspondence.points(rig)                                       # (478, 3) scene
@@ -121,7 +121,7 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
     lateral, up = to_scene.rotation[:, 0], to_scene.rotation[:, 1]
     bones: dict[str, np.ndarray] = {}
     report: dict = {"frames": len(targets), "fps": rig.fps, "method": correspondence.method,
-                    "landmarks_on_rig": int(valid.sum())}
+                    "landmarks_on_rig": int(valid.sum()), "frames_held": held}
 
     if "jaw" in rig.bones:
         jaw = rig.bones["jaw"]
@@ -170,6 +170,27 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
         if role in rig.bones:
             bones[rig.bones[role].name] = bone_local(rig.bones[role], gaze)
     return RigAnimation(rig.fps, shape_keys, bones, report)
+
+
+def hold_broken_frames(motion: Motion) -> tuple[Motion, int]:
+    """The motion with every frame holding a NaN or inf replaced by the last good frame (the
+    first good one for leading frames), and how many were replaced; keys stay finite."""
+    per_frame = [motion.landmarks, motion.pose] + [
+        v for v in motion.extras.values() if v.ndim and len(v) == motion.frame_count]
+    good = np.ones(motion.frame_count, bool)
+    for values in per_frame:
+        good &= np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if good.all():
+        return motion, 0
+    if not good.any():
+        raise MotionFileError("every frame of the motion holds NaN or infinite values; "
+                              "generate it again")
+    source = np.maximum.accumulate(np.where(good, np.arange(len(good)), 0))
+    source[:np.argmax(good)] = np.argmax(good)
+    extras = {k: v[source] if v.ndim and len(v) == motion.frame_count else v
+              for k, v in motion.extras.items()}
+    fixed = Motion(motion.landmarks[source], motion.pose[source], motion.fps, motion.meta, extras)
+    return fixed, int((~good).sum())
 
 
 def canonical_to_scene(neutral: np.ndarray, rest: np.ndarray, valid: np.ndarray) -> Similarity:

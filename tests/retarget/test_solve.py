@@ -11,7 +11,7 @@ from retarget.face.pose import (
     rotation_to_euler_xyz,
 )
 from retarget.key_names import ARKIT_52
-from retarget.motion_file import Motion
+from retarget.motion_file import Motion, MotionFileError
 from retarget.rig import RigDescription, ShapeKey
 from retarget.rotations import axis_angle_to_matrix, rotation_angle
 from retarget.sample_face import (
@@ -123,6 +123,33 @@ def test_recovers_weights_from_pixel_landmarks_alone(sample):
     solved = np.stack([animation.shape_keys[name] for name in ARKIT_52], 1)
     assert np.abs(solved - weights)[:, [k for k, n in enumerate(ARKIT_52) if n != "tongueOut"]
                                     ].mean() < 0.03
+
+
+def test_broken_frames_are_held_and_reported(sample):
+    """NaN frames in a motion (a damaged file, a failed track) hold the last good pose."""
+    face, correspondence = sample
+    rng = np.random.default_rng(8)
+    motion = motion_from_rig(face.rig, random_weights(rng, 60), head_turns(60, rng))
+    clean = solve(face.rig, correspondence, motion, SolveOptions(smoothing=0))
+    for values in (motion.landmarks, motion.extras["canonical"]):
+        values[[0, 20, 21]] = np.nan
+    motion.pose[40] = np.inf
+    animation = solve(face.rig, correspondence, motion, SolveOptions(smoothing=0))
+    assert animation.report["frames_held"] == 4
+    jaw = animation.shape_keys["jawOpen"]
+    assert np.isfinite(jaw).all()
+    assert jaw[20] == jaw[21] == jaw[19] and jaw[0] == jaw[1]
+    assert np.allclose(jaw[22:40], clean.shape_keys["jawOpen"][22:40])
+    for rotations in animation.bone_rotations.values():
+        assert np.isfinite(rotations).all()
+
+
+def test_a_motion_without_one_good_frame_is_refused(sample):
+    face, correspondence = sample
+    motion = motion_from_rig(face.rig, np.zeros((5, len(ARKIT_52))), np.repeat(np.eye(3)[None], 5, 0))
+    motion.pose[:] = np.nan
+    with pytest.raises(MotionFileError, match="every frame"):
+        solve(face.rig, correspondence, motion)
 
 
 def test_only_the_keys_that_moved_come_back(sample):
