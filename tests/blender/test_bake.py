@@ -3,13 +3,13 @@
 import bpy
 import numpy as np
 import pytest
-from conftest import mouth_opening
-from scene_probe import bone_motion, shape_key_values
 
 from blender_addon import blender_api
 from blender_addon.bake import BakeError, BakeSettings, bake
 from retarget.key_names import ARKIT_52
 from retarget.rig import RigError
+from tests.blender.conftest import mouth_opening
+from tests.blender.scene_probe import bone_motion, shape_key_values
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -3,11 +3,11 @@
 import bpy
 import numpy as np
 import pytest
-from conftest import mouth_opening
-from messy_rigs import MIXAMO_BONES, build_messy_rig, jaw_opening
-from scene_probe import bone_motion, shape_key_values, vertex_positions
 
 from blender_addon.bake import BakeSettings, bake
+from tests.blender.conftest import mouth_opening
+from tests.blender.messy_rigs import MIXAMO_BONES, build_messy_rig, jaw_opening
+from tests.blender.scene_probe import bone_motion, shape_key_values, vertex_positions
 
 pytestmark = pytest.mark.timeout(300)
 
