@@ -237,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--model", help="model file (default: the shipped model)")
     animate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
                          help="where the model runs (auto: a CUDA GPU when there is one)")
-    animate.add_argument("--runtime", default="torch", choices=("torch", "onnx"),
-                         help="run the denoiser with torch or onnxruntime (faster on CPU)")
+    animate.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                         help="run the denoiser with torch or onnxruntime (the same motion; "
+                              "auto: onnxruntime on the CPU, torch on a GPU)")
     animate.set_defaults(run=_animate)
 
     serve = commands.add_parser(
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--connect", help="serve behind `dimitra proxy`: connect to its back end "
                                          "(e.g. tcp://proxy-host:5556) instead of binding")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    serve.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    serve.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                       help="denoiser runtime (auto: onnxruntime on the CPU, torch on a GPU)")
     serve.add_argument("--workers", type=int, default=1, help="jobs run in parallel (default 1)")
     serve.add_argument("--queue", type=int, default=8, help="jobs waiting for a worker before "
                                                             "`busy` (default 8)")

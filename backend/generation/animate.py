@@ -34,14 +34,14 @@ class Animator:
     """The model loaded once; `animate` for every request (the server keeps one per worker)."""
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
-                 runtime: str = "torch"):
+                 runtime: str = "auto"):
         from backend.features.speech_features import get_extractor
 
         device = resolve_device(device)
         self.model_path = Path(model_path)
-        self.device, self.runtime = device, runtime
         self.bundle = load_bundle(model_path, device)
         self.generator = MotionGenerator(self.bundle, device, runtime)
+        self.device, self.runtime = device, self.generator.runtime
         self.extractor = get_extractor(self.bundle.feature_extractor)
 
     def speech_features(self, audio_16k: np.ndarray) -> np.ndarray:
@@ -91,7 +91,7 @@ class Animator:
 
 def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Path | None = None,
                     model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
-                    runtime: str = "torch") -> Motion:
+                    runtime: str = "auto") -> Motion:
     motion, audio, reference = Animator(model_path, device, runtime).animate(request)
     save_motion(out, motion)
     if preview:

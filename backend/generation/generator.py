@@ -5,6 +5,7 @@ last `context` frames of the one before (the model was trained to continue them)
 is no seam, and only one window is in memory at a time.
 """
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from backend.diffusion.schedule import NoiseSchedule
 from backend.generation.lip_contact import apply_lip_contact
 from backend.model.checkpoint import ModelBundle
 from retarget.face import topology
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,12 +43,13 @@ class GenerationOptions:
             raise ValueError(f"steps must be between 1 and 100, got {self.steps}")
 
 
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx")
 
 
 class MotionGenerator:
     """runtime "torch" runs the denoiser as the torch module, "onnx" on onnxruntime (the same
-    motion to float precision; faster on CPU)."""
+    motion to float precision; about twice as fast on a small CPU), "auto" onnx on the CPU
+    when onnxruntime can take it, else torch. `self.runtime` says which one runs."""
 
     def __init__(self, bundle: ModelBundle, device: str = "cpu", runtime: str = "torch"):
         if runtime not in RUNTIMES:
@@ -55,14 +59,18 @@ class MotionGenerator:
         self.space = bundle.motion_space
         self.config = bundle.model.config
         self.device = device
-        self.runtime = runtime
         self.schedule = NoiseSchedule()
-        if runtime == "onnx":
+        self.runtime, self.denoiser = "torch", self._torch_denoiser
+        if runtime == "onnx" or (runtime == "auto" and device == "cpu"):
             from backend.model.onnx_denoiser import OnnxDenoiser
 
-            self.denoiser = OnnxDenoiser(self.model, device)
-        else:
-            self.denoiser = self._torch_denoiser
+            try:
+                self.runtime, self.denoiser = "onnx", OnnxDenoiser(self.model, device)
+            except (ImportError, OSError, RuntimeError) as error:
+                if runtime == "onnx":
+                    raise
+                log.warning("onnxruntime cannot run the model (%s); sampling with torch", error)
+                self.runtime, self.denoiser = "torch", self._torch_denoiser
 
     def _torch_denoiser(self, x_t, t, identity, context, context_mask, drop_identity, audio_h):
         return self.model(x_t, t, None, identity, context, context_mask, None, drop_identity,

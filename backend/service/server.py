@@ -297,7 +297,7 @@ class Server:
         busy = sum(1 for w in self.workers.values() if w.job is not None)
         return {"server": "dimitra", "version": _package_version(), "protocol": m.PROTOCOL_VERSION,
                 "server_id": self.server_id, "model": first.get("model"),
-                "device": first.get("device"), "runtime": self.config.worker.runtime,
+                "device": first.get("device"), "runtime": first.get("runtime", self.config.worker.runtime),
                 "workers": len(self.workers),
                 "limits": {"max_audio_seconds": self.config.max_audio_seconds,
                            "max_message_mb": self.config.max_message_mb,
@@ -404,7 +404,7 @@ def serve(config: ServerConfig, announce=print) -> int:
     signal.signal(signal.SIGINT, server.request_drain)
     mode = "behind the proxy at" if config.connect else "on"
     announce(f"dimitra serve: serving {mode} {address} with {config.workers} worker(s) "
-             f"({server.info()['device']}, {config.worker.runtime})"
+             f"({server.info()['device']}, {server.info()['runtime']})"
              + (", CurveZMQ" if config.curve_dir else ""), flush=True)
     try:
         server.serve_forever()

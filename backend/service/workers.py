@@ -37,7 +37,7 @@ POLL_MS = 1000
 class WorkerSettings:
     model_path: str
     device: str = "auto"            # auto | cpu | cuda
-    runtime: str = "torch"          # torch | onnx
+    runtime: str = "auto"           # auto | torch | onnx
     torch_threads: int = 0          # 0 = torch's default
     max_audio_seconds: float = 600.0
 
@@ -71,6 +71,7 @@ def worker_main(index: int, address: str, settings: dict, cancel_seq) -> None:
         socket.send_multipart([b"failed", f"{type(error).__name__}: {error}".encode()])
         return
     socket.send_multipart([b"ready", _json({"pid": os.getpid(), "device": device,
+                                            "runtime": animator.runtime,
                                             "model": animator.model_path.name})])
     parent = multiprocessing.parent_process()
     while parent is None or parent.is_alive():

@@ -42,5 +42,19 @@ def test_onnx_gives_the_torch_motion_for_the_same_seed(conditioning, tmp_path, m
 
 
 def test_an_unknown_runtime_is_refused():
-    with pytest.raises(ValueError, match="runtime must be one of torch, onnx"):
+    with pytest.raises(ValueError, match="runtime must be one of auto, torch, onnx"):
         MotionGenerator(load_bundle(), runtime="tensorrt")
+
+
+def test_auto_takes_onnx_on_the_cpu_and_falls_back_to_torch(tmp_path, monkeypatch):
+    from backend.model import onnx_denoiser
+
+    monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
+    assert MotionGenerator(load_bundle(), runtime="auto").runtime == "onnx"
+
+    def unavailable(*args, **kwargs):
+        raise ImportError("no onnxruntime here")
+    monkeypatch.setattr(onnx_denoiser, "OnnxDenoiser", unavailable)
+    assert MotionGenerator(load_bundle(), runtime="auto").runtime == "torch"
+    with pytest.raises(ImportError, match="no onnxruntime"):
+        MotionGenerator(load_bundle(), runtime="onnx")

@@ -37,10 +37,10 @@ def short_audio(speech) -> bytes:
 
 @pytest.fixture(scope="session")
 def long_audio(speech) -> bytes:
-    """30 s of speech (the sample repeated) as FLAC bytes. With LONG_JOB's options a job
+    """60 s of speech (the sample repeated) as FLAC bytes. With LONG_JOB's options a job
     takes many seconds, most of them sampling (where a worker checks for cancellation)."""
     buffer = io.BytesIO()
-    soundfile.write(buffer, np.resize(speech, 30 * 16_000), 16_000, format="FLAC")
+    soundfile.write(buffer, np.resize(speech, 60 * 16_000), 16_000, format="FLAC")
     return buffer.getvalue()
 
 

@@ -27,7 +27,7 @@ def test_info_reports_model_device_and_limits(server):
         info = client.info()
     assert info["protocol"] == m.PROTOCOL_VERSION
     assert info["model"] == "cmdt_default.safetensors"
-    assert info["device"] == "cpu" and info["runtime"] == "torch" and info["workers"] == 1
+    assert info["device"] == "cpu" and info["runtime"] == "onnx" and info["workers"] == 1
     assert info["limits"]["max_message_mb"] == 8 and info["limits"]["max_audio_seconds"] == 300
 
 
