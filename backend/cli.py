@@ -66,7 +66,7 @@ def _train(args) -> int:
 
 
 def _generation_options(args) -> dict:
-    """The GenerationOptions fields that `animate` and `client animate` take (a plain dict:
+    """The GenerationOptions fields that `animate`, `client animate` and `bake` take (a plain dict:
     `client` must not import torch)."""
     return {"seed": args.seed, "expressiveness": args.expressiveness,
             "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps}
@@ -131,7 +131,9 @@ def _client(args) -> int:
     return 0
 
 
-def _add_generation_options(parser: argparse.ArgumentParser) -> None:
+def _add_generation_options(parser: argparse.ArgumentParser, fps: bool = True) -> None:
+    """The motion options `animate`, `client animate` and `bake` share (bake takes the rig's
+    frame rate, so no --fps there)."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--expressiveness", type=float, default=1.5,
                         help="classifier-free guidance on the audio (default 1.5; 1 = none, "
@@ -139,7 +141,8 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
     parser.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
     parser.add_argument("--no-blink", action="store_true", help="keep the eyes open")
-    parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
+    if fps:
+        parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
 
 
 def _bake(args) -> int:
@@ -156,9 +159,7 @@ def _bake(args) -> int:
         meshes=args.mesh, armature=args.armature, start_frame=args.start_frame,
         correspondence=args.correspondence, motion=args.motion, model=args.model,
         solve=SolveOptions(strength=strength, smoothing=args.smoothing),
-        generation={"seed": args.seed, "expressiveness": args.expressiveness,
-                    "head_motion": args.head_motion, "blink": not args.no_blink,
-                    "steps": args.steps})
+        generation=_generation_options(args))
     try:
         return _bake_lines(args, settings, bake, bake_manifest)
     except (BakeError, RigError, MotionFileError) as error:
@@ -320,11 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="temporal smoothing in seconds (default 0.03; 0 = none)")
     for region in ("mouth", "eyes", "gaze", "brows", "head"):
         bake.add_argument(f"--{region}", type=float, help=f"strength of the {region} (default 1)")
-    bake.add_argument("--seed", type=int, default=0)
-    bake.add_argument("--expressiveness", type=float, default=1.5)
-    bake.add_argument("--head-motion", type=float, default=1.0)
-    bake.add_argument("--steps", type=int, default=8)
-    bake.add_argument("--no-blink", action="store_true")
+    _add_generation_options(bake, fps=False)
     bake.add_argument("--model", help="model file (default: the shipped model)")
     bake.set_defaults(run=_bake)
 

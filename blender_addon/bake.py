@@ -17,7 +17,7 @@ import contextlib
 import csv
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import bpy
@@ -37,10 +37,10 @@ from retarget.correspond import (
 from retarget.face import topology
 from retarget.motion_file import Motion, load_motion
 from retarget.rig import RigDescription, RigError
-from retarget.rotations import continuous_quaternions, matrix_to_quaternion
 from retarget.solve import RigAnimation, SolveOptions, solve
 
 from . import blender_api
+from .key_writer import KeyWriter, plan_curves
 from .rig_reader import find_armature, find_face_meshes, read_rig
 from .scene_state import temporarily
 
@@ -357,57 +357,22 @@ def generate_motion(audio: Path, reference, fps: float, settings: BakeSettings,
 
 def write_animation(animation: RigAnimation, meshes: list, armature, start_frame: int,
                     name: str) -> list[str]:
-    """Key every channel into a new Action (one with a slot per datablock on 4.4+).
+    """Key every channel into a new Action (one with a slot per datablock on 4.4+), in one go.
 
     Returns the names of the Actions made. Keys go to every face mesh with a key of that name.
+    The add-on's KeyWriter does the writing, here without a time budget.
     """
-    frames = start_frame + np.arange(animation.frame_count, dtype=np.float64)
-    shared, made, seen = None, [], set()
-    for obj in meshes:
-        keys = obj.data.shape_keys
-        if keys is None or keys.as_pointer() in seen:
-            continue
-        seen.add(keys.as_pointer())
-        names = [b.name for b in keys.key_blocks if b.name in animation.shape_keys]
-        if not names:
-            continue
-        action, slot = blender_api.new_action_for(keys, name, shared)
-        shared = action if blender_api.SLOTTED_ACTIONS else None
-        made.append(action.name)
-        for key_name in names:
-            path = f'key_blocks["{bpy.utils.escape_identifier(key_name)}"].value'
-            fcurve = blender_api.new_fcurve(action, slot, path, 0, "Shape keys")
-            blender_api.write_keys(fcurve, frames, animation.shape_keys[key_name])
-    if armature is not None and animation.bone_rotations:
-        action, slot = blender_api.new_action_for(armature, name, shared)
-        made.append(action.name)
-        for bone_name, rotations in animation.bone_rotations.items():
-            bone = armature.pose.bones[bone_name]
-            prop, channels = rotation_channels(bone.rotation_mode, rotations)
-            path = f'pose.bones["{bpy.utils.escape_identifier(bone_name)}"].{prop}'
-            for index, values in enumerate(channels):
-                fcurve = blender_api.new_fcurve(action, slot, path, index, bone_name)
-                blender_api.write_keys(fcurve, frames, values)
-    return list(dict.fromkeys(made))
-
-
-def rotation_channels(mode: str, rotations: np.ndarray) -> tuple[str, np.ndarray]:
-    """(T, 3, 3) pose rotations -> (property, (C, T) channel values) for the bone's mode."""
-    if mode in ("QUATERNION", "AXIS_ANGLE"):
-        q = continuous_quaternions(matrix_to_quaternion(rotations))
-        if mode == "QUATERNION":
-            return "rotation_quaternion", q.T
-        angle = 2 * np.arccos(np.clip(q[:, 0], -1, 1))
-        axis = q[:, 1:] / np.maximum(np.linalg.norm(q[:, 1:], axis=1, keepdims=True), 1e-12)
-        axis[np.linalg.norm(q[:, 1:], axis=1) < 1e-12] = [0, 1, 0]
-        return "rotation_axis_angle", np.concatenate([angle[None], axis.T])
-    eulers, previous = [], None
-    for matrix in rotations:   # mathutils keeps consecutive Eulers compatible (no 360° flips)
-        euler = Matrix(matrix.tolist()).to_euler(mode, previous) if previous is not None \
-            else Matrix(matrix.tolist()).to_euler(mode)
-        eulers.append(tuple(euler))
-        previous = euler
-    return "rotation_euler", np.array(eulers).T
+    if armature is None:
+        animation = replace(animation, bone_rotations={})
+    modes = {bone: armature.pose.bones[bone].rotation_mode for bone in animation.bone_rotations}
+    writer = KeyWriter(plan_curves(animation, modes), meshes, armature, start_frame, name)
+    try:
+        writer.begin()
+        writer.step(float("inf"))
+    except Exception:
+        writer.rollback()
+        raise
+    return [action.name for action in writer.actions]
 
 
 def export(out: Path) -> Path:

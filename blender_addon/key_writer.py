@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import bpy
 import numpy as np
+from mathutils import Matrix
 
+from retarget.rotations import continuous_quaternions, matrix_to_quaternion
 from retarget.solve import RigAnimation
 
 from . import blender_api
-from .bake import rotation_channels
 
 
 @dataclass
@@ -123,3 +124,22 @@ class KeyWriter:
             if action.name in bpy.data.actions and action.users == 0:
                 bpy.data.actions.remove(action)
         self.remembered, self.actions, self.targets = [], [], {}
+
+
+def rotation_channels(mode: str, rotations: np.ndarray) -> tuple[str, np.ndarray]:
+    """(T, 3, 3) pose rotations -> (property, (C, T) channel values) for the bone's mode."""
+    if mode in ("QUATERNION", "AXIS_ANGLE"):
+        q = continuous_quaternions(matrix_to_quaternion(rotations))
+        if mode == "QUATERNION":
+            return "rotation_quaternion", q.T
+        angle = 2 * np.arccos(np.clip(q[:, 0], -1, 1))
+        axis = q[:, 1:] / np.maximum(np.linalg.norm(q[:, 1:], axis=1, keepdims=True), 1e-12)
+        axis[np.linalg.norm(q[:, 1:], axis=1) < 1e-12] = [0, 1, 0]
+        return "rotation_axis_angle", np.concatenate([angle[None], axis.T])
+    eulers, previous = [], None
+    for matrix in rotations:   # mathutils keeps consecutive Eulers compatible (no 360° flips)
+        euler = Matrix(matrix.tolist()).to_euler(mode, previous) if previous is not None \
+            else Matrix(matrix.tolist()).to_euler(mode)
+        eulers.append(tuple(euler))
+        previous = euler
+    return "rotation_euler", np.array(eulers).T

@@ -16,6 +16,7 @@ from backend.diffusion.sampler import ddim_sample
 from backend.diffusion.schedule import NoiseSchedule
 from backend.generation.lip_contact import apply_lip_contact
 from backend.model.checkpoint import ModelBundle
+from backend.model.cmdt import SamplingDenoiser
 from retarget.face import topology
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class MotionGenerator:
         self.config = bundle.model.config
         self.device = device
         self.schedule = NoiseSchedule()
-        self.runtime, self.denoiser = "torch", self._torch_denoiser
+        self.runtime, self.denoiser = "torch", SamplingDenoiser(self.model)
         if runtime == "onnx" or (runtime == "auto" and device == "cpu"):
             from backend.model.onnx_denoiser import OnnxDenoiser
 
@@ -70,11 +71,6 @@ class MotionGenerator:
                 if runtime == "onnx":
                     raise
                 log.warning("onnxruntime cannot run the model (%s); sampling with torch", error)
-                self.runtime, self.denoiser = "torch", self._torch_denoiser
-
-    def _torch_denoiser(self, x_t, t, identity, context, context_mask, drop_identity, audio_h):
-        return self.model(x_t, t, None, identity, context, context_mask, None, drop_identity,
-                          audio_h=audio_h)
 
     @torch.no_grad()
     def generate(self, features: np.ndarray, neutral: np.ndarray,

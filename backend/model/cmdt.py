@@ -207,6 +207,19 @@ class CMDT(nn.Module):
         return self.out(h, c)                                                  # (B, L, D)
 
 
+class SamplingDenoiser(nn.Module):
+    """The forward pass a sampler needs: audio already encoded (`CMDT.audio`), nothing dropped
+    but identity. The torch runtime calls it; the ONNX export is made from it."""
+
+    def __init__(self, model: CMDT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_t, t, identity, context, context_mask, drop_identity, audio_h):
+        return self.model(x_t, t, None, identity, context, context_mask, None, drop_identity,
+                          audio_h=audio_h)
+
+
 def cmdt_small(**overrides) -> CMDT:
     """The shipped size: 4 blocks x 128 wide (about 1 M parameters, a 4 MB file)."""
     return CMDT(CMDTConfig(**overrides))

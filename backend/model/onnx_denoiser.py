@@ -15,23 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.model.cmdt import CMDT
+from backend.model.cmdt import CMDT, SamplingDenoiser
 from retarget.atomic_file import atomic_path
 
 INPUTS = ("x_t", "t", "identity", "context", "context_mask", "drop_identity", "audio_h")
 OPSET = 17
-
-
-class _Denoiser(torch.nn.Module):
-    """The forward pass the sampler needs: audio already encoded, nothing dropped but identity."""
-
-    def __init__(self, model: CMDT):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x_t, t, identity, context, context_mask, drop_identity, audio_h):
-        return self.model(x_t, t, None, identity, context, context_mask, None, drop_identity,
-                          audio_h=audio_h)
 
 
 def cache_dir() -> Path:
@@ -64,14 +52,14 @@ def export_denoiser(model: CMDT, path: str | Path) -> Path:
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter (deprecated, but it needs no onnxscript) handles this model.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(_Denoiser(model), example, str(tmp), dynamo=False, input_names=list(INPUTS),
+        torch.onnx.export(SamplingDenoiser(model), example, str(tmp), dynamo=False, input_names=list(INPUTS),
                           output_names=["x0"], dynamic_axes=axes, opset_version=OPSET)
     model.train(was_training)
     return Path(path)
 
 
 class OnnxDenoiser:
-    """Callable like `_Denoiser`: torch tensors in, the x0 estimate (B, L, D) as a tensor out."""
+    """Callable like `SamplingDenoiser`: torch tensors in, the x0 estimate (B, L, D) as a tensor out."""
 
     def __init__(self, model: CMDT, device: str = "cpu", threads: int | None = None):
         import onnxruntime

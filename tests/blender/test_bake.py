@@ -178,7 +178,7 @@ def test_preview_video_has_picture_and_sound(sample_rig, speech_clip, generated_
 def test_bone_channels_in_every_rotation_mode_give_the_solved_rotation(mode):
     from mathutils import Euler, Matrix, Quaternion
 
-    from blender_addon.bake import rotation_channels
+    from blender_addon.key_writer import rotation_channels
     from retarget.rotations import axis_angle_to_matrix
 
     t = np.linspace(0, 6, 400)
