@@ -6,6 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+# Defaults of backend.generation.generator.GenerationOptions, repeated here because importing
+# it loads torch, which `dimitra client` must not need (a test keeps them equal).
+DEFAULT_STEPS = 4
+BILABIAL_SOURCES = ("auto", "pocketsphinx")
+
 
 def _prepare(args) -> int:
     from backend.dataset.prepare import run_prepare, summary_table
@@ -38,7 +43,7 @@ def _eval(args) -> int:
             options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
                                         steps=args.steps, lip_contact=args.lip_contact,
                                         closure_guidance=args.closure_guidance,
-                                        audio_delay=args.audio_delay)
+                                        audio_delay=args.audio_delay, bilabials=args.bilabials)
             predict_split(args.model, args.dataset, args.split, predictions, options)
         result = evaluate_split(args.dataset, args.split, predictions)
         print(format_table(result))
@@ -59,17 +64,19 @@ def _git_commit() -> str:
 
 
 def _train(args) -> int:
-    from backend.training.train import main as train_main
-
-    train_main(args.train_args)
-    return 0
+    if args.command == "train-bilabials":
+        from backend.training.bilabials import main as train_main
+    else:
+        from backend.training.train import main as train_main
+    return train_main(args.train_args) or 0
 
 
 def _generation_options(args) -> dict:
     """The GenerationOptions fields that `animate`, `client animate` and `bake` take (a plain dict:
     `client` must not import torch)."""
     return {"seed": args.seed, "expressiveness": args.expressiveness,
-            "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps}
+            "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps,
+            "bilabials": args.bilabials}
 
 
 def _animate(args) -> int:
@@ -139,10 +146,19 @@ def _add_generation_options(parser: argparse.ArgumentParser, fps: bool = True) -
                         help="classifier-free guidance on the audio (default 1.5; 1 = none, "
                              "faster; 2-2.5 livelier)")
     parser.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
-    parser.add_argument("--steps", type=int, default=8, help="sampling steps (default 8)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"sampling steps (default {DEFAULT_STEPS})")
     parser.add_argument("--no-blink", action="store_true", help="keep the eyes open")
+    _add_bilabials_option(parser)
     if fps:
         parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
+
+
+def _add_bilabials_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bilabials", choices=BILABIAL_SOURCES, default="auto",
+                        help="how the lips learn where p, b, m are: auto = the detector that "
+                             "ships with the model (fast); pocketsphinx = phone recognition "
+                             "(English, about 1.6 s more per minute of audio)")
 
 
 def _bake(args) -> int:
@@ -219,10 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(kept in --predictions when given)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--expressiveness", type=float, default=1.5)
-    evaluate.add_argument("--steps", type=int, default=8)
+    evaluate.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     evaluate.add_argument("--lip-contact", type=float, default=0.05)
     evaluate.add_argument("--closure-guidance", type=float, default=1.0)
     evaluate.add_argument("--audio-delay", type=int, default=1)
+    _add_bilabials_option(evaluate)
     evaluate.set_defaults(run=_eval)
 
     animate = commands.add_parser(
@@ -328,13 +345,17 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the cMDT on a prepared dataset",
                                 add_help=False)
     train.set_defaults(run=_train)
+    train_bilabials = commands.add_parser(
+        "train-bilabials", add_help=False,
+        help="train the detector that finds p, b, m in the speech features")
+    train_bilabials.set_defaults(run=_train)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args, rest = build_parser().parse_known_args(argv)
-    if args.command == "train":
+    if args.command in ("train", "train-bilabials"):
         args.train_args = rest  # the training script owns its options (`dimitra train -h`)
     elif rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")

@@ -48,6 +48,7 @@ class ClipRecord:
     speaker: str = ""
     license: str = ""
     source: str = ""        # e.g. "owner/repo@commit:path"
+    language: str = ""      # of the speech, e.g. "en" (from the manifest; "" = not stated)
     status: str = "ok"      # "ok" or "failed"
     error: str = ""
     source_fps: float = 0.0

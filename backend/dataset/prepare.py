@@ -41,6 +41,7 @@ class ClipSource:
     speaker: str = ""
     license: str = ""
     source: str = ""
+    language: str = ""
 
 
 def find_sources(paths: list[str | Path], split: str = "train") -> list[ClipSource]:
@@ -75,7 +76,7 @@ def _from_manifest(manifest: Path) -> list[ClipSource]:
                            row.get("split") or "train", row.get("speaker_label", ""),
                            row.get("license", ""),
                            f"{row.get('source_repo', '')}@{row.get('source_commit', '')[:12]}"
-                           f":{row.get('source_path', '')}")
+                           f":{row.get('source_path', '')}", row.get("language", ""))
                 for row in csv.DictReader(handle)]
 
 
@@ -96,7 +97,8 @@ def prepare_clip(source: ClipSource, dataset: Path, features: tuple[str, ...]) -
     from backend.media.video import probe_video
 
     record = ClipRecord(source.clip_id, str(source.video), str(source.audio), content_hash(source),
-                        source.split, source.speaker, source.license, source.source)
+                        source.split, source.speaker, source.license, source.source,
+                        source.language)
     info = probe_video(source.video)
     if source.audio == source.video and not info.has_audio:
         raise ValueError(f"{source.video}: the video has no audio track and no same-stem audio "
@@ -192,7 +194,7 @@ def _run_one(source: ClipSource, dataset: Path, features: tuple[str, ...]) -> Cl
     except Exception as error:  # noqa: BLE001 -- one bad clip must not stop the run; its message is kept
         return ClipRecord(source.clip_id, str(source.video), str(source.audio), "",
                           source.split, source.speaker, source.license, source.source,
-                          status="failed", error=f"{type(error).__name__}: {error}")
+                          source.language, status="failed", error=f"{type(error).__name__}: {error}")
 
 
 def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
@@ -215,6 +217,9 @@ def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
                 if missing:
                     audio = load_motion(dataset / segment.file).extras["audio"]
                     segment.features.update(compute_features(dataset, audio, missing))
+            # The media are unchanged, but the manifest may now say more (or other) about them.
+            for name in ("split", "speaker", "license", "source", "language"):
+                setattr(previous, name, getattr(source, name))
             results[source.clip_id] = previous
         else:
             todo.append(source)

@@ -1,46 +1,140 @@
-"""When the lips must meet: bilabial phones (p, b, m) found in speech by PocketSphinx.
+"""When the lips must meet: frames inside a bilabial phone (p, b, m), three ways.
 
-PocketSphinx 5 ships an English acoustic model and a phone language model, so phones can be
-recognised offline without a transcript. On the reference alignments in
-shared/data/speech-alignments (LibriVox, 29 bilabials) these settings find 66% of the
-bilabials with 95% precision at about 37x real time on one core; wider beams find more
-(86% at 1e-20) but run at 15x. The generator pulls the lips together where this says so.
+- `BilabialDetector`, the default at generation time: a small convolutional net on the speech
+  features the motion model already has (Whisper tiny.en states), so finding bilabials costs
+  about a millisecond per minute of audio. Trained by `dimitra train-bilabials` on the train
+  split, from the two label sources below; the shipped one is
+  `backend/model/weights/bilabials_<features>.safetensors`.
+- `bilabial_frames`: PocketSphinx phone recognition (English), which needs no training but
+  takes 1.6 s per minute of audio. On shared/data/speech-alignments (LibriVox, 29 bilabials)
+  beam 1e-10 finds 66% of the bilabials with 95% precision; beam 1e-20 finds 86%, at half the
+  speed. The training labels, and the fallback for features without a detector.
+- `aligned_bilabial_frames`: phone labels shipped beside a clip's audio (StyleTalk's
+  `<stem>_seq.json`, one ARPAbet id per 1/30 s, with `phindex.json`), for training labels.
 """
 
+import functools
+import json
 import os
+from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
 
 from backend.media.audio import frame_rms_db
+from retarget.atomic_file import atomic_path
 
 SAMPLE_RATE = 16_000
 BILABIALS = ("P", "B", "M")
 CHUNK_SECONDS = 30.0
 SILENT_DB = -50.0    # a chunk whose loudest frame is quieter than this holds no speech
-_DECODER = None
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
 
-def _decoder():
-    """One decoder per process (loading the model takes ~0.3 s)."""
-    global _DECODER
-    if _DECODER is None:
-        from pocketsphinx import Decoder, get_model_path
+# ---------------------------------------------------------------------------------------------
+# The learned detector
+# ---------------------------------------------------------------------------------------------
 
-        model = get_model_path()
-        _DECODER = Decoder(hmm=os.path.join(model, "en-us", "en-us"),
-                           allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
-                           lw=2.0, pip=0.3, beam=1e-10, pbeam=1e-10, ds=2, loglevel="FATAL")
-    return _DECODER
+class BilabialNet(nn.Module):
+    """Speech features (B, T, F) -> (B, T) logits of "inside a bilabial"; each frame sees
+    ±6 frames (±240 ms at 25 fps). Features are standardised with the training set's
+    statistics, kept as buffers so the file is self-contained."""
+
+    def __init__(self, feature_dim: int, width: int = 64, dropout: float = 0.2):
+        super().__init__()
+        self.register_buffer("feature_mean", torch.zeros(feature_dim))
+        self.register_buffer("feature_std", torch.ones(feature_dim))
+        self.net = nn.Sequential(
+            nn.Conv1d(feature_dim, width, 5, padding=2), nn.GELU(), nn.Dropout(dropout),
+            nn.Conv1d(width, width, 5, padding=4, dilation=2), nn.GELU(), nn.Dropout(dropout),
+            nn.Conv1d(width, 1, 3, padding=1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feature_mean) / self.feature_std
+        return self.net(x.transpose(1, 2))[:, 0]
 
 
-def bilabial_frames(samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+class BilabialDetector:
+    """(T, F) speech features at 25 fps -> (T,) float32, 1 on frames inside a p, b or m."""
+
+    def __init__(self, net: BilabialNet, feature_extractor: str, threshold: float = 0.5):
+        self.net = net.eval()
+        self.feature_extractor = feature_extractor
+        self.threshold = threshold
+
+    @torch.no_grad()
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(features), np.float32)
+        # 9000 frames (6 min) at a time: bounded memory for an hour; the 12-frame overlap
+        # covers the receptive field, so the pieces join exactly.
+        piece, margin = 9000, 12
+        for start in range(0, len(features), piece):
+            lo, hi = max(0, start - margin), min(len(features), start + piece + margin)
+            x = torch.from_numpy(np.ascontiguousarray(features[lo:hi], dtype=np.float32))[None]
+            probability = torch.sigmoid(self.net(x))[0].numpy()
+            kept = probability[start - lo:start - lo + min(piece, len(features) - start)]
+            out[start:start + len(kept)] = kept > self.threshold
+        return out
+
+
+def detector_path(feature_extractor: str) -> Path:
+    return WEIGHTS_DIR / f"bilabials_{feature_extractor}.safetensors"
+
+
+def save_detector(path: str | Path, detector: BilabialDetector, meta: dict | None = None) -> Path:
+    net = detector.net
+    header = {"feature_extractor": detector.feature_extractor, "threshold": str(detector.threshold),
+              "feature_dim": str(net.feature_mean.numel()), "width": str(net.net[0].out_channels),
+              "meta": json.dumps(meta or {})}
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return Path(path)
+
+
+def load_detector_file(path: str | Path) -> BilabialDetector:
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata() or {}
+    if "feature_extractor" not in header:
+        raise ValueError(f"{path}: not a bilabial detector file (no feature_extractor in its header)")
+    net = BilabialNet(int(header["feature_dim"]), int(header["width"]))
+    net.load_state_dict(load_file(str(path)))
+    return BilabialDetector(net, header["feature_extractor"], float(header["threshold"]))
+
+
+@functools.cache
+def shipped_detector(feature_extractor: str) -> BilabialDetector | None:
+    """The detector shipped for these speech features, or None (then use PocketSphinx)."""
+    path = detector_path(feature_extractor)
+    return load_detector_file(path) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# PocketSphinx phone recognition
+# ---------------------------------------------------------------------------------------------
+
+@functools.cache
+def _decoder(beam: float):
+    """One decoder per process and beam (loading the model takes ~0.3 s)."""
+    from pocketsphinx import Decoder, get_model_path
+
+    model = get_model_path()
+    return Decoder(hmm=os.path.join(model, "en-us", "en-us"),
+                   allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
+                   lw=2.0, pip=0.3, beam=beam, pbeam=beam, ds=2, loglevel="FATAL")
+
+
+def bilabial_frames(samples_16k: np.ndarray, fps: float = 25.0, beam: float = 1e-10) -> np.ndarray:
     """(N,) float32 16 kHz speech -> (T,) float32 in [0, 1], 1 on frames inside a p, b or m.
 
     T = round(N / 16000 * fps). Long audio is decoded in 30 s chunks (bounded memory).
     """
     frames = round(len(samples_16k) / SAMPLE_RATE * fps)
     out = np.zeros(frames, np.float32)
-    decoder = _decoder()
+    decoder = _decoder(beam)
     chunk = int(CHUNK_SECONDS * SAMPLE_RATE)
     for offset in range(0, len(samples_16k), chunk):
         piece = np.clip(samples_16k[offset:offset + chunk], -1, 1)
@@ -51,12 +145,40 @@ def bilabial_frames(samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
         decoder.process_raw((piece * 32767).astype(np.int16).tobytes(), full_utt=True)
         decoder.end_utt()
         for segment in decoder.seg():
-            if segment.word not in BILABIALS:
-                continue
-            # PocketSphinx frames are 10 ms; mark video frames whose centre lies in the phone.
-            start = offset / SAMPLE_RATE + segment.start_frame / 100
-            end = offset / SAMPLE_RATE + (segment.end_frame + 1) / 100
-            first = max(0, int(np.ceil(start * fps - 0.5)))
-            last = min(frames, int(np.floor(end * fps - 0.5)) + 1)
-            out[first:max(last, first + 1)] = 1.0
+            if segment.word in BILABIALS:
+                # PocketSphinx frames are 10 ms.
+                _mark(out, offset / SAMPLE_RATE + segment.start_frame / 100,
+                      offset / SAMPLE_RATE + (segment.end_frame + 1) / 100, fps)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Phone labels shipped with a clip
+# ---------------------------------------------------------------------------------------------
+
+ALIGNED_RATE = 30.0  # StyleTalk's phone labels: one per 1/30 s
+
+
+def aligned_bilabial_frames(audio_path: str | Path, frames: int, start_s: float = 0.0,
+                            fps: float = 25.0) -> np.ndarray | None:
+    """(frames,) float32 from `<stem>_seq.json` + `phindex.json` beside the audio, for video
+    frames starting `start_s` into it; None when the clip has no such labels."""
+    audio_path = Path(audio_path)
+    labels = audio_path.with_name(f"{audio_path.stem}_seq.json")
+    index = audio_path.with_name("phindex.json")
+    if not (labels.is_file() and index.is_file()):
+        return None
+    phone_of = {number: phone for phone, number in json.loads(index.read_text()).items()}
+    sequence = json.loads(labels.read_text())
+    at = np.floor((start_s + (np.arange(frames) + 0.5) / fps) * ALIGNED_RATE).astype(int)
+    out = np.zeros(frames, np.float32)
+    inside = at < len(sequence)
+    out[inside] = [phone_of.get(sequence[i]) in BILABIALS for i in at[inside]]
+    return out
+
+
+def _mark(out: np.ndarray, start_s: float, end_s: float, fps: float) -> None:
+    """Set the video frames whose centre lies in [start_s, end_s) (at least one frame)."""
+    first = max(0, int(np.ceil(start_s * fps - 0.5)))
+    last = min(len(out), int(np.floor(end_s * fps - 0.5)) + 1)
+    out[first:max(last, first + 1)] = 1.0

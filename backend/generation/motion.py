@@ -16,8 +16,10 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     """What the generator takes from the audio, as `generate` keyword arguments: the speech
     features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,).
 
-    feature_names is the model's feature extractor; when its last part is "bilabials" the
-    features already hold them (last column) and PocketSphinx does not run twice."""
+    feature_names is the model's feature extractor. The bilabials come from its last column
+    when that is "bilabials"; else, with options.bilabials "auto", from the detector shipped
+    for those features (backend.features.bilabials), and from PocketSphinx when there is none
+    or options.bilabials is "pocketsphinx"."""
     from backend.media.audio import frame_rms_db
 
     frames = len(features)
@@ -28,11 +30,15 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     if options.closure_guidance > 0 and feature_names.endswith("bilabials"):
         bilabials = np.ascontiguousarray(features[:, -1])
     elif options.closure_guidance > 0:
-        from backend.features.bilabials import bilabial_frames
+        from backend.features.bilabials import bilabial_frames, shipped_detector
 
-        bilabials = np.zeros(frames, np.float32)
-        found = bilabial_frames(audio_16k, MODEL_FPS)[:frames]
-        bilabials[:len(found)] = found
+        detector = shipped_detector(feature_names) if options.bilabials == "auto" else None
+        if detector is not None:
+            bilabials = detector(features)
+        else:
+            bilabials = np.zeros(frames, np.float32)
+            found = bilabial_frames(audio_16k, MODEL_FPS)[:frames]
+            bilabials[:len(found)] = found
     return {"features": features, "silence": silence, "bilabials": bilabials}
 
 
@@ -57,7 +63,7 @@ def generate_motion(generator: MotionGenerator, conditioning: dict, reference_ca
 
 
 def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np.ndarray,
-                          options: GenerationOptions) -> Motion:
+                          options: GenerationOptions, bilabials_from: str = "auto") -> Motion:
     """The EVAL.md protocol: generate from a prepared clip's audio and its first frame."""
     # Dataset clips store the head rotation in upright axes; the similarity wants pixel axes.
     first_pose = Similarity(clip.extras["head_scale"][0],

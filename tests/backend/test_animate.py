@@ -147,3 +147,13 @@ def audio_bytes(samples: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, 16_000, format="WAV", subtype="PCM_16")
     return buffer.getvalue()
+
+
+def test_the_command_line_defaults_are_the_generation_defaults():
+    from backend import cli
+    from backend.generation import generator
+
+    assert cli.DEFAULT_STEPS == GenerationOptions().steps
+    assert cli.BILABIAL_SOURCES == generator.BILABIAL_SOURCES
+    args = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r.png", "--out", "o.npz"])
+    assert GenerationOptions(**cli._generation_options(args)) == GenerationOptions()

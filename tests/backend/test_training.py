@@ -54,3 +54,24 @@ def test_training_is_reproducible_and_learns(tiny_dataset, tmp_path):
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # fixed seeds, same numbers
     first, last = float(a[0]["mse"]), float(a[-1]["mse"])
     assert np.isfinite(last) and last < first
+
+
+def test_train_bilabials_learns_from_phone_labels_beside_the_audio(tiny_dataset, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from backend.cli import main as dimitra
+    from backend.dataset.index import iter_segments, load_features
+    from backend.features.bilabials import load_detector_file
+
+    folder = tiny_dataset.parent   # the clips' folder: StyleTalk-style labels, 30 per second
+    (folder / "phindex.json").write_text(json.dumps({"B": 0, "AA": 1}))
+    (folder / "speaker_a_seq.json").write_text(json.dumps(([0] * 5 + [1] * 10) * 6))
+    out = tmp_path / "detector.safetensors"
+    assert dimitra(["train-bilabials", str(tiny_dataset), "--out", str(out), "--steps", "30"]) == 0
+    assert "1 train segments" in capsys.readouterr().out
+    with safe_open(str(out), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["meta"])
+    assert meta["label_frames"] == {"aligned": 75, "pocketsphinx": 0}
+    _, segment, _ = next(iter_segments(tiny_dataset, "train"))
+    marks = load_detector_file(out)(load_features(tiny_dataset, segment, "whisper-tiny-en"))
+    assert marks.shape == (75,) and set(np.unique(marks)) <= {0.0, 1.0}

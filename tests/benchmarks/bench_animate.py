@@ -38,38 +38,47 @@ def main(repeats: int = 3) -> dict:
     import torch
 
     from backend.demo import SPEECH
+    from backend.features.bilabials import bilabial_frames
     from backend.generation.animate import Animator
     from backend.generation.generator import GenerationOptions, MotionGenerator
+    from backend.generation.motion import audio_conditioning
     from backend.media.audio import load_audio
 
-    animator = Animator()
+    animator = Animator()   # runtime auto: onnxruntime on this CPU
     options = GenerationOptions()
     audio = np.resize(load_audio(SPEECH), 60 * 16_000).astype(np.float32)
     neutral = animator.bundle.motion_space.canonical_face
-    feature_times, sampling_times = [], []
+    names = animator.bundle.feature_extractor
+    times = {"whisper": [], "bilabials": [], "sampling": [], "pocketsphinx": [], "sampling_torch": []}
+    torch_generator = MotionGenerator(animator.bundle, runtime="torch")
     for _ in range(repeats):
         start = time.perf_counter()
-        conditioning = animator.audio_conditioning(audio, options)
+        features = animator.speech_features(audio)
         middle = time.perf_counter()
+        conditioning = audio_conditioning(features, audio, options, names)
+        after = time.perf_counter()
         animator.generator.generate(neutral=neutral, options=options, **conditioning)
-        feature_times.append(middle - start)
-        sampling_times.append(time.perf_counter() - middle)
-    features_s, sampling_s = statistics.median(feature_times), statistics.median(sampling_times)
-    onnx = MotionGenerator(animator.bundle, runtime="onnx")
-    onnx_times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        onnx.generate(neutral=neutral, options=options, **conditioning)
-        onnx_times.append(time.perf_counter() - start)
-    onnx_s = statistics.median(onnx_times)
-    results = {"device": "cpu", "torch_threads": torch.get_num_threads(),
-               "audio_s": 60, "features_s": round(features_s, 3), "sampling_s": round(sampling_s, 3),
-               "realtime_factor": round(60 / (features_s + sampling_s), 1),
-               "sampling_onnx_s": round(onnx_s, 3),
-               "realtime_factor_onnx": round(60 / (features_s + onnx_s), 1)}
-    print(f"60 s of audio: features {features_s:.2f} s + sampling {sampling_s:.2f} s = "
-          f"{60 / (features_s + sampling_s):.0f}x real time; with onnxruntime sampling "
-          f"{onnx_s:.2f} s = {60 / (features_s + onnx_s):.0f}x")
+        end = time.perf_counter()
+        bilabial_frames(audio)
+        ended = time.perf_counter()
+        torch_generator.generate(neutral=neutral, options=options, **conditioning)
+        times["sampling_torch"].append(time.perf_counter() - ended)
+        for name, seconds in (("whisper", middle - start), ("bilabials", after - middle),
+                              ("sampling", end - after), ("pocketsphinx", ended - end)):
+            times[name].append(seconds)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    total = median["whisper"] + median["bilabials"] + median["sampling"]
+    with_pocketsphinx = total - median["bilabials"] + median["pocketsphinx"]
+    results = {"device": "cpu", "runtime": animator.runtime, "steps": options.steps,
+               "torch_threads": torch.get_num_threads(), "audio_s": 60,
+               **{f"{name}_s": round(value, 3) for name, value in median.items()},
+               "total_s": round(total, 3), "realtime_factor": round(60 / total, 1),
+               "realtime_factor_with_pocketsphinx": round(60 / with_pocketsphinx, 1)}
+    print(f"60 s of audio: Whisper features {median['whisper']:.2f} s + bilabial detector "
+          f"{median['bilabials'] * 1000:.0f} ms + sampling ({animator.runtime}, {options.steps} "
+          f"steps) {median['sampling']:.2f} s = {total:.2f} s, {60 / total:.0f}x real time. "
+          f"With PocketSphinx instead of the detector ({median['pocketsphinx']:.2f} s): "
+          f"{60 / with_pocketsphinx:.0f}x; sampling with torch {median['sampling_torch']:.2f} s")
     out = subprocess.run([sys.executable, "-c", _HOUR_CHILD, "3600"], capture_output=True,
                          text=True, cwd=REPO, check=True)
     hour = json.loads(out.stdout.strip().splitlines()[-1])
