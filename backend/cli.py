@@ -8,7 +8,7 @@ from pathlib import Path
 
 # Defaults of backend.generation.generator.GenerationOptions, repeated here because importing
 # it loads torch, which `dimitra client` must not need (a test keeps them equal).
-DEFAULT_STEPS = 4
+DEFAULT_STEPS = 2
 BILABIAL_SOURCES = ("auto", "pocketsphinx")
 
 

@@ -33,7 +33,7 @@ class GenerationOptions:
     lips: float = 1.0             # scales lower-face motion
     upper_face: float = 1.0       # scales brows, lids and gaze
     blink: bool = True
-    steps: int = 4                # DDIM steps (4 score as 8 on dev, in half the time)
+    steps: int = 2                # DDIM steps (2 score as 8 on dev: docs/MODEL_CARD.md)
     lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
     closure_guidance: float = 1.0  # pull the lips shut on detected p/b/m frames; 0 = off
     audio_delay: int = 1          # frames the motion lags the audio features (chosen on dev)
