@@ -173,10 +173,18 @@ def compute_features(dataset: Path, audio: np.ndarray, extractors: tuple[str, ..
 
     cache = FeatureCache(dataset / "features")
     for name in extractors:
-        extractor = get_extractor(name)
-        cache.get_or_compute(extractor, audio, MODEL_FPS)
-        paths[name] = str(cache.path_for(extractor, audio, MODEL_FPS).relative_to(dataset))
+        cache.get_or_compute(get_extractor(name), audio, MODEL_FPS)
+        paths[name] = feature_path(dataset, audio, name)
     return paths
+
+
+def feature_path(dataset: Path, audio: np.ndarray, extractor: str) -> str:
+    """Where the current version of `extractor` keeps this audio's features, relative to the
+    dataset (a segment pointing elsewhere holds features of an older computation)."""
+    from backend.features.speech_features import FeatureCache, get_extractor
+
+    path = FeatureCache(dataset / "features").path_for(get_extractor(extractor), audio, MODEL_FPS)
+    return str(path.relative_to(dataset))
 
 
 def _slice_padded(samples: np.ndarray, start: int, length: int) -> np.ndarray:
@@ -212,10 +220,13 @@ def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
         previous = done.get(source.clip_id)
         if previous and previous.content_hash == content_hash(source) and all(
                 (dataset / s.file).is_file() for s in previous.segments):
-            for segment in previous.segments:  # features asked for now may be new
-                missing = tuple(f for f in features if f not in segment.features)
-                if missing:
+            for segment in previous.segments:  # features asked for now may be new or stale
+                audio = None
+                if features:
                     audio = load_motion(dataset / segment.file).extras["audio"]
+                missing = tuple(f for f in features
+                                if segment.features.get(f) != feature_path(dataset, audio, f))
+                if missing:
                     segment.features.update(compute_features(dataset, audio, missing))
             # The media are unchanged, but the manifest may now say more (or other) about them.
             for name in ("split", "speaker", "license", "source", "language"):

@@ -2,7 +2,7 @@
 
 - `BilabialDetector`, the default at generation time: a small convolutional net on the speech
   features the motion model already has (Whisper tiny.en states), so finding bilabials costs
-  about a millisecond per minute of audio. Trained by `dimitra train-bilabials` on the train
+  about 20 ms per minute of audio. Trained by `dimitra train-bilabials` on the train
   split, from the two label sources below; the shipped one is
   `backend/model/weights/bilabials_<features>.safetensors`.
 - `bilabial_frames`: PocketSphinx phone recognition (English), which needs no training but
@@ -58,15 +58,20 @@ class BilabialNet(nn.Module):
 
 
 class BilabialDetector:
-    """(T, F) speech features at 25 fps -> (T,) float32, 1 on frames inside a p, b or m."""
+    """(T, F) speech features at 25 fps -> (T,) float32, 1 on frames inside a p, b or m.
 
-    def __init__(self, net: BilabialNet, feature_extractor: str, threshold: float = 0.5):
-        self.net = net.eval()
+    The mean probability of a few nets trained alike from different seeds: one net's dev
+    scores move by several points from seed to seed (a small training set), their mean's less.
+    """
+
+    def __init__(self, nets: list[BilabialNet], feature_extractor: str, threshold: float = 0.5):
+        self.nets = [net.eval() for net in nets]
         self.feature_extractor = feature_extractor
         self.threshold = threshold
 
     @torch.no_grad()
-    def __call__(self, features: np.ndarray) -> np.ndarray:
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """(T, F) -> (T,) float32 mean probability of a bilabial."""
         out = np.zeros(len(features), np.float32)
         # 9000 frames (6 min) at a time: bounded memory for an hour; the 12-frame overlap
         # covers the receptive field, so the pieces join exactly.
@@ -74,10 +79,13 @@ class BilabialDetector:
         for start in range(0, len(features), piece):
             lo, hi = max(0, start - margin), min(len(features), start + piece + margin)
             x = torch.from_numpy(np.ascontiguousarray(features[lo:hi], dtype=np.float32))[None]
-            probability = torch.sigmoid(self.net(x))[0].numpy()
+            probability = torch.stack([torch.sigmoid(net(x))[0] for net in self.nets]).mean(0)
             kept = probability[start - lo:start - lo + min(piece, len(features) - start)]
-            out[start:start + len(kept)] = kept > self.threshold
+            out[start:start + len(kept)] = kept.numpy()
         return out
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return (self.probability(features) > self.threshold).astype(np.float32)
 
 
 def detector_path(feature_extractor: str) -> Path:
@@ -85,11 +93,12 @@ def detector_path(feature_extractor: str) -> Path:
 
 
 def save_detector(path: str | Path, detector: BilabialDetector, meta: dict | None = None) -> Path:
-    net = detector.net
+    first = detector.nets[0]
     header = {"feature_extractor": detector.feature_extractor, "threshold": str(detector.threshold),
-              "feature_dim": str(net.feature_mean.numel()), "width": str(net.net[0].out_channels),
-              "meta": json.dumps(meta or {})}
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}
+              "feature_dim": str(first.feature_mean.numel()), "width": str(first.net[0].out_channels),
+              "members": str(len(detector.nets)), "meta": json.dumps(meta or {})}
+    tensors = {f"net{i}.{name}": value.detach().float().cpu().contiguous()
+               for i, net in enumerate(detector.nets) for name, value in net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return Path(path)
@@ -100,9 +109,14 @@ def load_detector_file(path: str | Path) -> BilabialDetector:
         header = handle.metadata() or {}
     if "feature_extractor" not in header:
         raise ValueError(f"{path}: not a bilabial detector file (no feature_extractor in its header)")
-    net = BilabialNet(int(header["feature_dim"]), int(header["width"]))
-    net.load_state_dict(load_file(str(path)))
-    return BilabialDetector(net, header["feature_extractor"], float(header["threshold"]))
+    tensors = load_file(str(path))
+    nets = []
+    for i in range(int(header["members"])):
+        net = BilabialNet(int(header["feature_dim"]), int(header["width"]))
+        prefix = f"net{i}."
+        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        nets.append(net)
+    return BilabialDetector(nets, header["feature_extractor"], float(header["threshold"]))
 
 
 @functools.cache

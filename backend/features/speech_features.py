@@ -49,6 +49,7 @@ class SpeechFeatureExtractor:
 
     name: str
     dim: int
+    revision: int = 1   # raised when the computation changes (FeatureCache keys on it)
 
     def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
         """(N,) float32 at 16 kHz -> (T, dim) float32, T = video_frame_count(N, fps)."""
@@ -113,6 +114,7 @@ WHISPER_WINDOW = 480_000     # samples: the encoder sees exactly 30 s (3000 mel 
 WHISPER_HOP = 448_000        # samples: 28 s, so neighbouring windows share 2 s
 WHISPER_WINDOW_FRAMES = 1500
 WHISPER_HOP_FRAMES = 1400
+WHISPER_TAIL_S = 2.0         # silence kept after the audio's end in a window the audio ends in
 
 
 @functools.cache
@@ -128,11 +130,17 @@ def _load_whisper(model_dir: str, cpu_threads: int) -> "ctranslate2.models.Whisp
 
 
 class WhisperEncoderFeatures(SpeechFeatureExtractor):
+    revision = 2   # 2: the last window is cut 2 s after the audio (1: always 30 s)
+
     """Whisper encoder states, averaged over each video frame: (T, dim).
 
-    Audio is encoded in 30 s windows every 28 s (the last one padded with silence), so any
-    length runs in bounded memory; across each 2 s overlap the two windows' states are
-    crossfaded linearly, so no seam shows. Encoder frame i is centred on i * 20 ms.
+    Audio is encoded in 30 s windows every 28 s, so any length runs in bounded memory; across
+    each 2 s overlap the two windows' states are crossfaded linearly, so no seam shows.
+    Encoder frame i is centred on i * 20 ms. The window the audio ends in is padded with
+    silence and cut 2 s after the end (whole seconds), not at 30 s: encoding costs about its
+    length, so a 5 s line costs a third of a full window. The states of the cut window differ
+    from the full one's by a few percent (median 4-12%), which leaves the dev scores of a
+    model trained on full windows within noise (docs/MODEL_CARD.md).
     The states depend strongly on where speech sits in its window (the same speech 1 s later
     has cosine similarity 0.64 to itself), so train and infer on features extracted the same
     way, from the start of each recording.
@@ -165,11 +173,13 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         states = np.zeros((num_windows * WHISPER_HOP_FRAMES + overlap, self.dim), np.float32)
         for k in range(num_windows):
             window = samples[k * WHISPER_HOP:k * WHISPER_HOP + WHISPER_WINDOW]
+            kept_s = min(WHISPER_WINDOW // SAMPLE_RATE, int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S)))
             window = np.pad(window, (0, WHISPER_WINDOW - len(window)))
-            mel = self._mel(window, padding=0)  # (80, 3000)
+            mel = self._mel(window, padding=0)[:, :kept_s * 100]  # (80, 100 per second kept)
             encoded = model.encode(ctranslate2.StorageView.from_array(
                 np.ascontiguousarray(mel[None], dtype=np.float32)))
-            window_states = np.array(encoded)[0]  # (1500, dim)
+            window_states = np.zeros((WHISPER_WINDOW_FRAMES, self.dim), np.float32)
+            window_states[:kept_s * 50] = np.array(encoded)[0]  # (50 per second kept, dim)
             weight = np.ones(WHISPER_WINDOW_FRAMES, np.float32)
             if k > 0:
                 weight[:overlap] = fade_in
@@ -272,8 +282,8 @@ FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
 class FeatureCache:
     """Speech features stored as .npy under `folder`, keyed by samples, extractor and fps.
 
-    The key is the sha256 of the float32 sample bytes, the extractor's name and dim, and the
-    frame rate: rename an extractor when its computation changes.
+    The key is the sha256 of the float32 sample bytes, the extractor's name, dim and
+    revision, and the frame rate: raise an extractor's revision when its computation changes.
     """
 
     def __init__(self, folder):
@@ -283,6 +293,8 @@ class FeatureCache:
                  fps: float) -> Path:
         digest = hashlib.sha256(np.ascontiguousarray(samples, dtype=np.float32).tobytes())
         digest.update(f"|{extractor.name}|{extractor.dim}|{float(fps)!r}".encode())
+        if extractor.revision != 1:   # revision 1 keeps the keys of caches made before revisions
+            digest.update(f"|revision {extractor.revision}".encode())
         return self.folder / f"{extractor.name}-{fps:g}fps-{digest.hexdigest()}.npy"
 
     def get_or_compute(self, extractor: SpeechFeatureExtractor, samples: np.ndarray,

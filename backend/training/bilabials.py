@@ -16,8 +16,13 @@ import torch
 from torch import nn
 
 from backend.dataset.index import iter_segments, load_features
-from backend.features.bilabials import (BilabialDetector, BilabialNet, aligned_bilabial_frames,
-                                        bilabial_frames, save_detector)
+from backend.features.bilabials import (
+    BilabialDetector,
+    BilabialNet,
+    aligned_bilabial_frames,
+    bilabial_frames,
+    save_detector,
+)
 
 LABEL_BEAM = 1e-20
 CROP_FRAMES = 200
@@ -31,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8, help="crops of 200 frames per step")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--members", type=int, default=3,
+                        help="nets averaged, trained from seeds seed, seed+1, ... (default 3)")
     return parser.parse_args(argv)
 
 
@@ -53,7 +60,15 @@ def labelled_segments(dataset, split: str, features: str) -> list[tuple[np.ndarr
 
 
 def train_detector(segments: list[tuple[np.ndarray, np.ndarray, str]], feature_extractor: str,
-                   steps: int = 1500, batch: int = 8, seed: int = 0) -> BilabialDetector:
+                   steps: int = 1500, batch: int = 8, seed: int = 0, members: int = 1
+                   ) -> BilabialDetector:
+    """`members` nets, each from its own seed (seed, seed+1, ...), averaged."""
+    nets = [train_net(segments, steps, batch, seed + i) for i in range(members)]
+    return BilabialDetector(nets, feature_extractor)
+
+
+def train_net(segments: list[tuple[np.ndarray, np.ndarray, str]], steps: int, batch: int,
+              seed: int) -> BilabialNet:
     """AdamW on random 8 s crops with feature noise; positives weighted up to 5x (they are
     about 7% of frames)."""
     torch.manual_seed(seed)
@@ -81,7 +96,7 @@ def train_detector(segments: list[tuple[np.ndarray, np.ndarray, str]], feature_e
         optimiser.zero_grad()
         (loss / batch).backward()
         optimiser.step()
-    return BilabialDetector(net.eval(), feature_extractor)
+    return net.eval()
 
 
 def event_scores(truth: np.ndarray, found: np.ndarray, fps: float = 25.0,
@@ -109,14 +124,14 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.dataset}: no English train segments with {args.features!r} features")
     sources = {s: sum(len(y) for _, y, src in train if src == s) for s in ("aligned", "pocketsphinx")}
     print(f"{len(train)} train segments; labelled frames: {sources}")
-    detector = train_detector(train, args.features, args.steps, args.batch, args.seed)
+    detector = train_detector(train, args.features, args.steps, args.batch, args.seed, args.members)
     dev = [(x, y) for x, y, source in labelled_segments(args.dataset, "dev", args.features)
            if source == "aligned"]
     totals = np.sum([event_scores(y, detector(x)) for x, y in dev], axis=0) if dev else np.zeros(4)
     scores = {"dev_aligned_recall": float(totals[0] / max(totals[1], 1)),
               "dev_aligned_precision": float(totals[2] / max(totals[3], 1)),
               "dev_aligned_bilabials": int(totals[1])}
-    meta = {"steps": args.steps, "batch": args.batch, "seed": args.seed,
+    meta = {"steps": args.steps, "batch": args.batch, "seed": args.seed, "members": args.members,
             "label_frames": sources, **scores}
     save_detector(args.out, detector, meta)
     print(f"dev (phone labels, {scores['dev_aligned_bilabials']} bilabials): recall "

@@ -7,8 +7,13 @@ import pytest
 import torch
 
 from backend.features import bilabials as bilabials_module
-from backend.features.bilabials import (BilabialDetector, BilabialNet, aligned_bilabial_frames,
-                                        bilabial_frames, shipped_detector)
+from backend.features.bilabials import (
+    BilabialDetector,
+    BilabialNet,
+    aligned_bilabial_frames,
+    bilabial_frames,
+    shipped_detector,
+)
 from backend.features.speech_features import get_extractor
 from backend.generation.generator import ClosureGuide, GenerationOptions
 from backend.generation.motion import audio_conditioning
@@ -93,7 +98,7 @@ def test_long_audio_is_detected_in_pieces_that_join_exactly():
     with torch.no_grad():
         probability = torch.sigmoid(net(torch.from_numpy(features)[None]))[0].numpy()
     threshold = float(np.median(probability))   # an untrained net: half the frames marked
-    found = BilabialDetector(net, "test", threshold)(features)
+    found = BilabialDetector([net], "test", threshold)(features)
     whole = probability > threshold
     assert 0 < found.sum() < len(found)
     np.testing.assert_array_equal(found, whole)

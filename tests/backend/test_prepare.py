@@ -55,6 +55,30 @@ def test_a_rerun_skips_clips_already_done(prepared, talking_clip):
     assert path.stat().st_mtime_ns == before
 
 
+def test_a_rerun_refreshes_stale_features_and_the_manifest_fields(talking_clip, tmp_path, monkeypatch):
+    from backend.features.speech_features import LogMelFeatures
+
+    video = tmp_path / "clip.mp4"
+    shutil.copy(talking_clip[0], video)
+    manifest = tmp_path / "manifest.csv"
+    row = "clip_id,video_path,audio_path,split,speaker_label,language\nclip,clip.mp4,clip.mp4,{},S1,{}\n"
+    manifest.write_text(row.format("train", "en"))
+    dataset = tmp_path / "dataset"
+    [first] = run_prepare([manifest], dataset, jobs=1, features=("log-mel",), progress=False)
+    old_path = first.segments[0].features["log-mel"]
+    assert first.language == "en"
+
+    monkeypatch.setattr(LogMelFeatures, "revision", 2)   # its computation changed
+    manifest.write_text(row.format("dev", "de"))
+    [again] = run_prepare([manifest], dataset, jobs=1, features=("log-mel",), progress=False)
+    [clip] = load_index(dataset)
+    assert again.content_hash == first.content_hash      # the tracking was not redone
+    assert clip.split == "dev" and clip.language == "de"
+    new_path = clip.segments[0].features["log-mel"]
+    assert new_path != old_path and (dataset / new_path).is_file()
+    assert load_features(dataset, clip.segments[0], "log-mel").shape == (clip.segments[0].frames, 320)
+
+
 def test_bad_clips_fail_alone_with_clear_errors_and_leave_nothing(talking_clip, tmp_path):
     good = tmp_path / "good.mp4"
     shutil.copy(talking_clip[0], good)

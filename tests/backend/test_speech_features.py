@@ -180,6 +180,21 @@ def test_cache_computes_once_and_returns_the_same_array(tmp_path):
     FeatureCache(tmp_path / "features").get_or_compute(extractor, samples, 30.0)
     FeatureCache(tmp_path / "features").get_or_compute(extractor, samples[:-1], 25.0)
     assert CountingLogMel.calls == 3
+    extractor.revision = 2   # the computation changed: the old entry must not be reused
+    FeatureCache(tmp_path / "features").get_or_compute(extractor, samples, 25.0)
+    assert CountingLogMel.calls == 4
+
+
+def test_a_short_line_is_encoded_in_a_short_window_close_to_the_full_one(extractors, monkeypatch):
+    """6 s of speech is encoded in an 8 s window, not a 30 s one (a third of the cost); the
+    states stay within a few percent of the full window's, which the model tolerates."""
+    audio = load_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0920.wav")
+    whisper = extractors["whisper-tiny-en"]
+    cut = whisper.extract(audio)
+    monkeypatch.setattr(speech_features, "WHISPER_TAIL_S", 30.0)   # keeps the whole window
+    full = whisper.extract(audio)
+    error = np.linalg.norm(cut - full, axis=1) / np.linalg.norm(full, axis=1)
+    assert 0.005 < np.median(error) < 0.15
 
 
 def test_cache_recomputes_a_damaged_entry(tmp_path):

@@ -67,11 +67,14 @@ def test_train_bilabials_learns_from_phone_labels_beside_the_audio(tiny_dataset,
     (folder / "phindex.json").write_text(json.dumps({"B": 0, "AA": 1}))
     (folder / "speaker_a_seq.json").write_text(json.dumps(([0] * 5 + [1] * 10) * 6))
     out = tmp_path / "detector.safetensors"
-    assert dimitra(["train-bilabials", str(tiny_dataset), "--out", str(out), "--steps", "30"]) == 0
+    assert dimitra(["train-bilabials", str(tiny_dataset), "--out", str(out), "--steps", "30",
+                    "--members", "2"]) == 0
     assert "1 train segments" in capsys.readouterr().out
     with safe_open(str(out), framework="pt") as handle:
         meta = json.loads(handle.metadata()["meta"])
-    assert meta["label_frames"] == {"aligned": 75, "pocketsphinx": 0}
+    assert meta["label_frames"] == {"aligned": 75, "pocketsphinx": 0} and meta["members"] == 2
     _, segment, _ = next(iter_segments(tiny_dataset, "train"))
-    marks = load_detector_file(out)(load_features(tiny_dataset, segment, "whisper-tiny-en"))
+    detector = load_detector_file(out)
+    assert len(detector.nets) == 2
+    marks = detector(load_features(tiny_dataset, segment, "whisper-tiny-en"))
     assert marks.shape == (75,) and set(np.unique(marks)) <= {0.0, 1.0}
