@@ -53,12 +53,15 @@ class GenerationOptions:
 
 
 RUNTIMES = ("auto", "torch", "onnx")
+# onnxruntime beats torch on small CPUs (2 cores: 0.40 against 0.75 s for 60 s of audio) but
+# does not scale with cores (16 cores: 1.64 against torch's 0.33 s; docs/BENCHMARKS.md).
+ONNX_MAX_CPU_THREADS = 4
 
 
 class MotionGenerator:
     """runtime "torch" runs the denoiser as the torch module, "onnx" on onnxruntime (the same
-    motion to float precision; about twice as fast on a small CPU), "auto" onnx on the CPU
-    when onnxruntime can take it, else torch. `self.runtime` says which one runs."""
+    motion to float precision), "auto" onnx on a CPU of up to 4 threads when onnxruntime can
+    take it, else torch. `self.runtime` says which one runs."""
 
     def __init__(self, bundle: ModelBundle, device: str = "cpu", runtime: str = "torch"):
         if runtime not in RUNTIMES:
@@ -70,7 +73,8 @@ class MotionGenerator:
         self.device = device
         self.schedule = NoiseSchedule()
         self.runtime, self.denoiser = "torch", SamplingDenoiser(self.model)
-        if runtime == "onnx" or (runtime == "auto" and device == "cpu"):
+        small_cpu = device == "cpu" and torch.get_num_threads() <= ONNX_MAX_CPU_THREADS
+        if runtime == "onnx" or (runtime == "auto" and small_cpu):
             from backend.model.onnx_denoiser import OnnxDenoiser
 
             try:
@@ -126,6 +130,8 @@ class MotionGenerator:
                 offset = motion[0, pose_slice] * 0
             audio = torch.as_tensor(features[begin:begin + length], dtype=torch.float32)[None]
             guide = None if closure is None else closure[begin:begin + length]
+            if guide is not None and not guide.weights.any():
+                guide = None                                     # no bilabial in this window
             x0 = self._sample(audio, identity, given, mask, options, options.seed * 100_003 + index,
                               guide)
             x0 = x0[0] * std

@@ -46,11 +46,17 @@ def test_an_unknown_runtime_is_refused():
         MotionGenerator(load_bundle(), runtime="tensorrt")
 
 
-def test_auto_takes_onnx_on_the_cpu_and_falls_back_to_torch(tmp_path, monkeypatch):
+def test_auto_takes_onnx_on_a_small_cpu_and_falls_back_to_torch(tmp_path, monkeypatch):
+    import torch
+
     from backend.model import onnx_denoiser
 
     monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert MotionGenerator(load_bundle(), runtime="auto").runtime == "onnx"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)   # torch scales, onnxruntime not
+    assert MotionGenerator(load_bundle(), runtime="auto").runtime == "torch"
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
 
     def unavailable(*args, **kwargs):
         raise ImportError("no onnxruntime here")
