@@ -79,6 +79,17 @@ def main(repeats: int = 3) -> dict:
           f"steps) {median['sampling']:.2f} s = {total:.2f} s, {60 / total:.0f}x real time. "
           f"With PocketSphinx instead of the detector ({median['pocketsphinx']:.2f} s): "
           f"{60 / with_pocketsphinx:.0f}x; sampling with torch {median['sampling_torch']:.2f} s")
+    # A short dialogue line, the unit of a studio's batch bake: everything per line.
+    line = np.resize(load_audio(SPEECH), 3 * 16_000).astype(np.float32)
+    line_times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        conditioning = animator.audio_conditioning(line, options)
+        animator.generator.generate(neutral=neutral, options=options, **conditioning)
+        line_times.append(time.perf_counter() - start)
+    results["line_3s_s"] = round(statistics.median(line_times), 3)
+    print(f"a 3 s line: {results['line_3s_s']:.3f} s, features and sampling "
+          f"({3 / results['line_3s_s']:.0f}x real time)")
     out = subprocess.run([sys.executable, "-c", _HOUR_CHILD, "3600"], capture_output=True,
                          text=True, cwd=REPO, check=True)
     hour = json.loads(out.stdout.strip().splitlines()[-1])
