@@ -186,7 +186,7 @@ class MotionGenerator:
             return None
         if len(bilabials) != frames:
             raise ValueError(f"bilabials has {len(bilabials)} frames, the features {frames}")
-        return ClosureGuide(self.space, neutral, np.clip(bilabials, 0, 1) * min(strength, 1.0))
+        return ClosureGuide(self.space, neutral, press_toward_release(bilabials) * min(strength, 1.0))
 
     def _without_blinks(self, upper_raw: np.ndarray) -> np.ndarray:
         """Remove any closing of the eyelids below the neutral opening (raw upper coefficients)."""
@@ -244,6 +244,21 @@ def steady_pose(pose: np.ndarray, seconds: float = 30.0, fps: float = 25.0) -> n
     kernel = np.ones(width) / width
     slow = np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(pose.shape[1])], 1)
     return pose - (slow - slow[0])
+
+
+def press_toward_release(bilabials: np.ndarray) -> np.ndarray:
+    """(T,) bilabial marks -> (T,) closure weights that rise from 0.5 to 1 across each run of
+    marked frames: the lips meet early in a p, b or m and press hardest just before they part
+    again. On dev, with PocketSphinx's marks (phones of 2-5 frames), this lifted closure
+    recall by 0.02 and correlation by 0.01 over three seeds against flat weights; the
+    detector's runs are mostly 1-2 frames, where it changes little."""
+    marks = np.clip(np.asarray(bilabials, np.float32), 0, 1)
+    out = marks.copy()
+    edges = np.diff(np.concatenate([[0], (marks > 0).astype(np.int8), [0]]))
+    for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if end - start > 1:
+            out[start:end] *= np.linspace(0.5, 1.0, end - start, dtype=np.float32)
+    return out
 
 
 class ClosureGuide:

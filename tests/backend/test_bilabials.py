@@ -15,7 +15,7 @@ from backend.features.bilabials import (
     shipped_detector,
 )
 from backend.features.speech_features import get_extractor
-from backend.generation.generator import ClosureGuide, GenerationOptions
+from backend.generation.generator import ClosureGuide, GenerationOptions, press_toward_release
 from backend.generation.motion import audio_conditioning
 from backend.media.audio import load_audio, normalize_loudness
 from backend.training.bilabials import event_scores, train_detector
@@ -165,3 +165,16 @@ def test_closure_guidance_shuts_the_lips_only_where_asked():
     assert gaps[1] < 0.1 * before
     assert 0.3 * before < gaps[2] < 0.7 * before
     np.testing.assert_allclose(gaps[[0, 3]], before, rtol=0.05)
+
+
+def test_the_lips_press_hardest_at_the_end_of_a_bilabial():
+    marks = np.array([0, 1, 1, 1, 0, 1, 0, 0.5, 0.5], np.float32)
+    weights = press_toward_release(marks)
+    np.testing.assert_allclose(weights, [0, 0.5, 0.75, 1, 0, 1, 0, 0.25, 0.5])
+    space, neutrals, jaw = synthetic_space()
+    open_mouth = space.encode(neutrals[0][None] + jaw * 1.0, neutrals[0], np.zeros((1, 6)))
+    x0 = torch.tensor(np.repeat(open_mouth[None], 5, axis=1))        # (1, 5, D), mouth open
+    guided = ClosureGuide(space, neutrals[0], weights[:5]).apply(x0).numpy()[0]
+    canonical, _ = space.decode(guided, neutrals[0])
+    gaps = np.linalg.norm(canonical[:, topology.UPPER_INNER_LIP] - canonical[:, topology.LOWER_INNER_LIP], axis=1)
+    assert gaps[3] < gaps[2] < gaps[1] < gaps[0]                     # deepest at the release
