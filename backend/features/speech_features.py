@@ -130,8 +130,6 @@ def _load_whisper(model_dir: str, cpu_threads: int) -> "ctranslate2.models.Whisp
 
 
 class WhisperEncoderFeatures(SpeechFeatureExtractor):
-    revision = 2   # 2: the last window is cut 2 s after the audio (1: always 30 s)
-
     """Whisper encoder states, averaged over each video frame: (T, dim).
 
     Audio is encoded in 30 s windows every 28 s, so any length runs in bounded memory; across
@@ -145,6 +143,8 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
     has cosine similarity 0.64 to itself), so train and infer on features extracted the same
     way, from the start of each recording.
     """
+
+    revision = 2   # 2: the last window is cut 2 s after the audio (1: always 30 s)
 
     def __init__(self, name: str, model_dir: Path, dim: int, cpu_threads: int | None = None):
         self.name = name
@@ -173,7 +173,8 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         states = np.zeros((num_windows * WHISPER_HOP_FRAMES + overlap, self.dim), np.float32)
         for k in range(num_windows):
             window = samples[k * WHISPER_HOP:k * WHISPER_HOP + WHISPER_WINDOW]
-            kept_s = min(WHISPER_WINDOW // SAMPLE_RATE, int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S)))
+            seconds = int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S))
+            kept_s = min(WHISPER_WINDOW // SAMPLE_RATE, seconds)   # whole seconds encoded
             window = np.pad(window, (0, WHISPER_WINDOW - len(window)))
             mel = self._mel(window, padding=0)[:, :kept_s * 100]  # (80, 100 per second kept)
             encoded = model.encode(ctranslate2.StorageView.from_array(
