@@ -63,7 +63,7 @@ def generate_motion(generator: MotionGenerator, conditioning: dict, reference_ca
 
 
 def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np.ndarray,
-                          options: GenerationOptions, bilabials_from: str = "auto") -> Motion:
+                          options: GenerationOptions) -> Motion:
     """The EVAL.md protocol: generate from a prepared clip's audio and its first frame."""
     # Dataset clips store the head rotation in upright axes; the similarity wants pixel axes.
     first_pose = Similarity(clip.extras["head_scale"][0],
