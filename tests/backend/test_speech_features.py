@@ -43,7 +43,7 @@ def extractors():
 
 @pytest.fixture(scope="module")
 def long_features(extractors):
-    """65 s of one sustained vowel; whisper windows start at 0, 28 and 56 s (two seams).
+    """65 s of one sustained vowel; whisper windows start every 13 s (four seams).
 
     The sound never changes, so any jump in the features is the windowing's doing.
     """
@@ -74,12 +74,15 @@ def test_frame_count_is_exact_for_any_length_and_fps(extractors, name):
 
 
 def test_no_seam_where_whisper_windows_meet(long_features):
-    # The frame-to-frame change across the 28-30 s and 56-58 s overlaps stays in the range
+    # The frame-to-frame change across the overlaps (13-15 s, 26-28 s, ...) stays in the range
     # seen everywhere else: a mouth driven by these features would not twitch there. (Cutting
     # hard from one window to the next gives a 4x spike here.)
     change = np.linalg.norm(np.diff(long_features["whisper-tiny-en"], axis=0), axis=1)
+    hop_s = speech_features.WHISPER_WINDOW_S - speech_features.WHISPER_OVERLAP_S
     at_seam = np.zeros(len(change), bool)
-    at_seam[27 * 25:31 * 25] = at_seam[55 * 25:59 * 25] = True
+    for seam_s in range(hop_s, 65 - speech_features.WHISPER_OVERLAP_S, hop_s):
+        at_seam[(seam_s - 1) * 25:(seam_s + speech_features.WHISPER_OVERLAP_S + 1) * 25] = True
+    assert at_seam.sum() == 4 * 4 * 25
     assert change[at_seam].max() <= 1.5 * np.percentile(change[~at_seam], 99)
 
 
@@ -186,7 +189,7 @@ def test_cache_computes_once_and_returns_the_same_array(tmp_path):
 
 
 def test_a_short_line_is_encoded_in_a_short_window_close_to_the_full_one(extractors, monkeypatch):
-    """6 s of speech is encoded in an 8 s window, not a 30 s one (a third of the cost); the
+    """6 s of speech is encoded in an 8 s window, not a full 15 s one (half the cost); the
     states stay within a few percent of the full window's, which the model tolerates."""
     audio = load_audio(LIBRIVOX / "sense_and_sensibility_01_austen_64kb-0920.wav")
     whisper = extractors["whisper-tiny-en"]
