@@ -110,9 +110,13 @@ class WindowStream(IterableDataset):
                  buffer_clips: int = 64, windows_per_load: int = 16):
         self.dataset, self.space, self.extractor = Path(dataset), space, extractor
         self.settings, self.seed = settings, seed
-        self.segments = list_segments(dataset, split)[rank::world]
-        if not self.segments:
-            raise ValueError(f"{dataset}: no prepared {split!r} segments for rank {rank}")
+        segments = list_segments(dataset, split)
+        if not segments:
+            raise ValueError(f"{dataset}: no prepared {split!r} segments; run `dimitra prepare` "
+                             f"with clips in the {split!r} split first")
+        # Each rank reads its own share; with fewer segments than ranks they share them all
+        # (their windows still differ: the seed includes the rank).
+        self.segments = segments[rank::world] if len(segments) >= world else segments
         self.buffer_clips, self.windows_per_load = buffer_clips, windows_per_load
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

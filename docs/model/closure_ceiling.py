@@ -13,8 +13,12 @@ import argparse
 import numpy as np
 
 from backend.dataset.index import iter_segments
-from backend.evaluation.metrics import (closure_recall_precision, mouth_open, normalise_sequence,
-                                        speech_frames)
+from backend.evaluation.metrics import (
+    closure_recall_precision,
+    mouth_open,
+    normalise_sequence,
+    speech_frames,
+)
 
 JITTER_IOD = 0.005   # Gaussian noise, inter-ocular units (the tracker's own jitter is ~0.001)
 JITTER_DRAWS = 20

@@ -78,3 +78,21 @@ def test_train_bilabials_learns_from_phone_labels_beside_the_audio(tiny_dataset,
     assert len(detector.nets) == 2
     marks = detector(load_features(tiny_dataset, segment, "whisper-tiny-en"))
     assert marks.shape == (75,) and set(np.unique(marks)) <= {0.0, 1.0}
+
+
+def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path):
+    """The multi-GPU path (DDP) on the CPU with gloo: both ranks train in step, rank 0 writes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "backend.cli", "train", str(tiny_dataset), "--out", str(out), "--steps", "25",
+               "--batch", "2", "--dev-every", "0", "--warmup", "2", "--width", "32", "--depth", "1",
+               "--threads", "1"]
+    finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert json.loads((out / "train_state.json").read_text())["step"] == 25
+    losses = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
+    assert losses and all(np.isfinite(losses))
+    assert load_bundle(out / "last.safetensors").model is not None
