@@ -42,6 +42,7 @@ def _eval(args) -> int:
             predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
             options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
                                         steps=args.steps, lip_contact=args.lip_contact,
+                                        lip_sharpen=args.lip_sharpen,
                                         closure_guidance=args.closure_guidance,
                                         audio_delay=args.audio_delay, bilabials=args.bilabials)
             predict_split(args.model, args.dataset, args.split, predictions, options)
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--expressiveness", type=float, default=1.5)
     evaluate.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     evaluate.add_argument("--lip-contact", type=float, default=0.05)
+    evaluate.add_argument("--lip-sharpen", type=float, default=0.2)
     evaluate.add_argument("--closure-guidance", type=float, default=1.0)
     evaluate.add_argument("--audio-delay", type=int, default=1)
     _add_bilabials_option(evaluate)

@@ -35,6 +35,8 @@ class GenerationOptions:
     blink: bool = True
     steps: int = 2                # DDIM steps (2 score as 8 on dev: docs/MODEL_CARD.md)
     lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
+    lip_sharpen: float = 0.2      # lift each lower-face frame away from its neighbours' mean,
+    #                               undoing the averaging of few-step sampling; 0 = off
     closure_guidance: float = 1.0  # pull the lips shut on detected p/b/m frames; 0 = off
     audio_delay: int = 1          # frames the motion lags the audio features (chosen on dev)
     bilabials: str = "auto"       # where guidance learns of p, b, m: "auto" = the detector shipped
@@ -45,6 +47,8 @@ class GenerationOptions:
             value = getattr(self, name)
             if not (np.isfinite(value) and 0 <= value <= 5):
                 raise ValueError(f"{name} must be between 0 and 5, got {value}")
+        if not (np.isfinite(self.lip_sharpen) and 0 <= self.lip_sharpen <= 1):
+            raise ValueError(f"lip_sharpen must be between 0 and 1, got {self.lip_sharpen}")
         if not 1 <= self.steps <= 100:
             raise ValueError(f"steps must be between 1 and 100, got {self.steps}")
         if self.bilabials not in BILABIAL_SOURCES:
@@ -142,6 +146,7 @@ class MotionGenerator:
                 progress(start / frames)
         raw = motion.numpy()
         parts = space.region_slices()
+        raw[:, parts["lower"]] = sharpen_in_time(raw[:, parts["lower"]], options.lip_sharpen)
         if silence is not None and silence.any():
             rest = rest_weights(silence[:frames])
             raw[:, parts["lower"]] *= (1 - rest)[:, None]
@@ -220,6 +225,23 @@ def rest_weights(silence: np.ndarray, min_frames: int = 8, ramp: int = 4) -> np.
     # and starts to move again just before the sound comes back.
     eroded = 1 - np.convolve(1 - rest, np.ones(ramp), mode="same").clip(0, 1)
     return np.convolve(eroded, kernel, mode="same").clip(0, 1)
+
+
+def sharpen_in_time(values: np.ndarray, amount: float) -> np.ndarray:
+    """(T, D) trajectory -> values + amount * (values - mean of the frames before and after).
+
+    Few-step sampling returns something near the average of the plausible mouths, and an
+    average is blurred in time: a quick closure between two vowels comes out as a shallow
+    dip, and two closures close together as one. Lifting each frame away from its
+    neighbours undoes some of that blur (a gain of 1 + 2 * amount at the highest frequency,
+    none on slow motion). On dev, 0.2 raised closure recall from 0.649 to 0.716 and
+    precision from 0.44 to 0.47 (five seeds); on the train clips 0.658 to 0.718
+    (docs/MODEL_CARD.md).
+    """
+    if amount <= 0 or len(values) < 3:
+        return values
+    padded = np.concatenate([values[:1], values, values[-1:]])
+    return values + amount * (values - 0.5 * (padded[:-2] + padded[2:]))
 
 
 def damp_motion(values: np.ndarray, keep: np.ndarray) -> np.ndarray:

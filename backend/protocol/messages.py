@@ -45,7 +45,8 @@ ERROR_CODES = (BAD_REQUEST, UNSUPPORTED_VERSION, TOO_LARGE, BUSY, BAD_AUDIO, BAD
 # checked by GenerationOptions.validate on the server.
 OPTION_TYPES = {"seed": int, "expressiveness": float, "head_motion": float, "lips": float,
                 "upper_face": float, "blink": bool, "steps": int, "lip_contact": float,
-                "closure_guidance": float, "audio_delay": int, "bilabials": str}
+                "lip_sharpen": float, "closure_guidance": float, "audio_delay": int,
+                "bilabials": str}
 
 
 class ProtocolError(ValueError):

@@ -157,3 +157,8 @@ def test_the_command_line_defaults_are_the_generation_defaults():
     assert cli.BILABIAL_SOURCES == generator.BILABIAL_SOURCES
     args = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r.png", "--out", "o.npz"])
     assert GenerationOptions(**cli._generation_options(args)) == GenerationOptions()
+    evaluate = cli.build_parser().parse_args(["eval", "data"])
+    defaults = GenerationOptions()
+    for name in ("seed", "expressiveness", "steps", "lip_contact", "lip_sharpen",
+                 "closure_guidance", "audio_delay", "bilabials"):
+        assert getattr(evaluate, name) == getattr(defaults, name), name

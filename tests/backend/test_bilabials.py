@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from backend.evaluation.metrics import closure_frames
 from backend.features import bilabials as bilabials_module
 from backend.features.bilabials import (
     BilabialDetector,
@@ -15,7 +16,12 @@ from backend.features.bilabials import (
     shipped_detector,
 )
 from backend.features.speech_features import get_extractor
-from backend.generation.generator import ClosureGuide, GenerationOptions, press_toward_release
+from backend.generation.generator import (
+    ClosureGuide,
+    GenerationOptions,
+    press_toward_release,
+    sharpen_in_time,
+)
 from backend.generation.motion import audio_conditioning
 from backend.media.audio import load_audio, normalize_loudness
 from backend.training.bilabials import event_scores, train_detector
@@ -178,3 +184,18 @@ def test_the_lips_press_hardest_at_the_end_of_a_bilabial():
     canonical, _ = space.decode(guided, neutrals[0])
     gaps = np.linalg.norm(canonical[:, topology.UPPER_INNER_LIP] - canonical[:, topology.LOWER_INNER_LIP], axis=1)
     assert gaps[3] < gaps[2] < gaps[1] < gaps[0]                     # deepest at the release
+
+
+def test_sharpening_brings_back_a_closure_that_averaging_blurred_away():
+    # Mouth opening (IOD) with two quick closures, and its 3-frame mean: the kind of blur that
+    # few-step sampling leaves. The blurred one never gets under the closure threshold.
+    opening = np.array([0.15, 0.12, 0.06, 0.0, 0.08, 0.14, 0.1, 0.02, 0.0, 0.07, 0.15, 0.15])
+    padded = np.pad(opening, 1, mode="edge")
+    blurred = (padded[:-2] + padded[1:-1] + padded[2:]) / 3
+    assert len(closure_frames(blurred)) == 0
+    sharpened = sharpen_in_time(blurred[:, None], 0.2)[:, 0]
+    np.testing.assert_array_equal(closure_frames(sharpened), [8])
+    assert sharpened[8] < blurred[8] and sharpened[5] > blurred[5]   # deeper dips, higher peaks
+    slow = np.stack([np.linspace(0, 1, 50), np.full(50, 0.3)], axis=1)   # a ramp, a hold
+    np.testing.assert_allclose(sharpen_in_time(slow, 0.2)[1:-1], slow[1:-1], atol=1e-12)
+    np.testing.assert_array_equal(sharpen_in_time(blurred[:, None], 0.0)[:, 0], blurred)

@@ -41,3 +41,13 @@ def test_mouth_corners_do_not_move_and_zero_reach_is_off():
     sealed = apply_lip_contact(frames, reach=0.05)
     np.testing.assert_array_equal(sealed[:, [61, 291, 78, 308]], frames[:, [61, 291, 78, 308]])
     np.testing.assert_array_equal(apply_lip_contact(frames, reach=0.0), frames)
+
+
+
+def test_lips_that_passed_through_each_other_come_back_the_right_way_round():
+    crossed = mouths(np.array([-0.03, -0.01]))      # lower inner lip above the upper one
+    faces = apply_lip_contact(crossed, reach=0.05)
+    assert (faces[:, topology.UPPER_INNER_LIP, 1] > faces[:, topology.LOWER_INNER_LIP, 1]).all()
+    before = inner_lip_gap(crossed)
+    x = before / 0.05
+    np.testing.assert_allclose(inner_lip_gap(faces), before * x * x * (3 - 2 * x), rtol=1e-6)
