@@ -19,6 +19,7 @@ from backend.features.speech_features import get_extractor
 from backend.generation.generator import (
     ClosureGuide,
     GenerationOptions,
+    near_closure,
     press_toward_release,
     sharpen_in_time,
 )
@@ -199,3 +200,13 @@ def test_sharpening_brings_back_a_closure_that_averaging_blurred_away():
     slow = np.stack([np.linspace(0, 1, 50), np.full(50, 0.3)], axis=1)   # a ramp, a hold
     np.testing.assert_allclose(sharpen_in_time(slow, 0.2)[1:-1], slow[1:-1], atol=1e-12)
     np.testing.assert_array_equal(sharpen_in_time(blurred[:, None], 0.0)[:, 0], blurred)
+
+
+def test_only_the_frames_near_a_closure_are_sharpened():
+    np.testing.assert_allclose(near_closure(np.array([0.0, 0.05, 0.075, 0.1, 0.3])),
+                               [1, 1, 0.5, 0, 0])
+    wobble = np.sin(np.arange(20.0))[:, None] * [1.0, 2.0]           # (20, 2)
+    amount = np.where(np.arange(20) < 10, 0.2, 0.0)
+    sharpened = sharpen_in_time(wobble, amount)
+    np.testing.assert_array_equal(sharpened[10:], wobble[10:])
+    assert np.abs(sharpened[1:10] - wobble[1:10]).min() > 0.01
