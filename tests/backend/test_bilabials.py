@@ -200,6 +200,9 @@ def test_sharpening_brings_back_a_closure_that_averaging_blurred_away():
     slow = np.stack([np.linspace(0, 1, 50), np.full(50, 0.3)], axis=1)   # a ramp, a hold
     np.testing.assert_allclose(sharpen_in_time(slow, 0.2)[1:-1], slow[1:-1], atol=1e-12)
     np.testing.assert_array_equal(sharpen_in_time(blurred[:, None], 0.0)[:, 0], blurred)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="lip_sharpen must be between 0 and 1"):
+            GenerationOptions(lip_sharpen=bad).validate()
 
 
 def test_only_the_frames_near_a_closure_are_sharpened():
