@@ -43,7 +43,6 @@ def test_mouth_corners_do_not_move_and_zero_reach_is_off():
     np.testing.assert_array_equal(apply_lip_contact(frames, reach=0.0), frames)
 
 
-
 def test_lips_that_passed_through_each_other_come_back_the_right_way_round():
     crossed = mouths(np.array([-0.03, -0.01]))      # lower inner lip above the upper one
     faces = apply_lip_contact(crossed, reach=0.05)
