@@ -183,7 +183,7 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
             encoded = model.encode(ctranslate2.StorageView.from_array(
                 np.ascontiguousarray(mel[None], dtype=np.float32)))
             window_states = np.zeros((WHISPER_WINDOW_FRAMES, self.dim), np.float32)
-            window_states[:kept_s * 50] = np.array(encoded)[0]  # (50 per second kept, dim)
+            window_states[:int(kept_s * WHISPER_RATE)] = np.array(encoded)[0]  # (frames kept, dim)
             weight = np.ones(WHISPER_WINDOW_FRAMES, np.float32)
             if k > 0:
                 weight[:overlap] = fade_in
