@@ -4,7 +4,8 @@ Used by the Blender add-on (which vendors this package), `dimitra client`, batch
 the tests. Nothing here blocks forever: `info` is retried Lazy-Pirate style (a fresh socket
 for every try) and gives up with a clear error after `timeout` seconds; an `animate` job must
 be accepted within `timeout`, and is abandoned when the server stays silent (no progress, no
-heartbeat) for `server_silence` seconds.
+heartbeat) for `server_silence` seconds. A server that refuses the CurveZMQ handshake is
+reported as soon as the refusal is known.
 
 A client is not thread-safe (ZeroMQ sockets belong to one thread): use one per thread.
 Imports the standard library, numpy and pyzmq only.
@@ -111,7 +112,16 @@ class DimitraClient:
         self.close()
 
     def _send(self, message: m.Message) -> None:
-        self._open().send_multipart([m.DELIMITER, *message.to_frames()], copy=False)
+        # Not blocking: a DEALER blocks a send while it has no connection to queue on. It
+        # keeps one through refused TCP connects and reconnects, so having none means the
+        # server refused the handshake (CurveZMQ keys), which would otherwise hang us forever.
+        try:
+            self._open().send_multipart([m.DELIMITER, *message.to_frames()], zmq.NOBLOCK,
+                                        copy=False)
+        except zmq.Again:
+            self._reset()
+            raise ServiceError("unreachable", f"the server at {self.address} refused this "
+                               f"client's connection: {self._security_hint()}") from None
 
     def _receive(self, wait_s: float, request_id: str) -> m.Message | None:
         """The next reply to `request_id` within wait_s seconds, or None. Replies to other
@@ -133,11 +143,17 @@ class DimitraClient:
             if isinstance(reply, m.Heartbeat) or reply.request_id in (request_id, None):
                 return reply
 
+    def _security_hint(self) -> str:
+        if self.curve is None:
+            return ("if it runs `dimitra serve --curve-dir DIR`, give this client CurveZMQ keys "
+                    "whose public key is in DIR/clients")
+        return ("check that this client's public key is in DIR/clients and that the server key "
+                "is DIR/server.key, DIR being the server's `dimitra serve --curve-dir`")
+
     def _unreachable(self, waited: float) -> ServiceError:
-        hint = ("start one with `dimitra serve`, or check the address"
+        hint = (f"start one with `dimitra serve`, or check the address; {self._security_hint()}"
                 if self.curve is None else
-                "start one with `dimitra serve --curve-dir DIR`, and check that this client's "
-                "public key is in DIR/clients and that the server key is DIR/server.key "
+                f"start one with `dimitra serve --curve-dir DIR`, and {self._security_hint()} "
                 "(CurveZMQ refuses unknown clients without a reply)")
         return ServiceError("unreachable", f"no Dimitra server answered at {self.address} "
                             f"within {waited:.1f} s: {hint}")

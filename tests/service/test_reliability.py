@@ -1,5 +1,6 @@
 """Malformed messages, load, SIGTERM, CurveZMQ and a zmq.proxy front, against real servers."""
 
+import itertools
 import json
 import random
 import threading
@@ -160,12 +161,19 @@ def test_curve_admits_known_clients_and_refuses_strangers(tmp_path):
         with DimitraClient(secure.address, curve=artist) as client:
             assert client.info()["model"] == "cmdt_default.safetensors"
         stranger = CurveKeys(keys / "server.key", tmp_path / "stranger.key_secret")
-        for curve in (stranger, None):
+        for curve, handshake_first in itertools.product((stranger, None), (False, True)):
+            started = time.monotonic()
             with DimitraClient(secure.address, timeout=1.0, curve=curve) as client, \
                     pytest.raises(ServiceError) as refused:
+                if handshake_first:
+                    # A busy machine: the handshake is refused before the request is queued,
+                    # which once left the send waiting forever for a connection.
+                    client._open()
+                    time.sleep(0.5)
                 client.info()
             assert refused.value.code == "unreachable"
-        assert "clients" in str(refused.value) or "dimitra serve" in str(refused.value)
+            assert time.monotonic() - started < 30, "a refused client must not hang"
+            assert "clients" in str(refused.value) and "dimitra serve" in str(refused.value)
     finally:
         secure.terminate()
 
