@@ -30,6 +30,7 @@ $(STAMP5): pyproject.toml Makefile
 	touch $(STAMP5)
 
 test: install $(STAMP5)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -ra
 	$(MAKE) test-bpy5
 
