@@ -405,7 +405,9 @@ def serve(config: ServerConfig, announce=print) -> int:
     mode = "behind the proxy at" if config.connect else "on"
     announce(f"dimitra serve: serving {mode} {address} with {config.workers} worker(s) "
              f"({server.info()['device']}, {server.info()['runtime']})"
-             + (", CurveZMQ" if config.curve_dir else ""), flush=True)
+             + (", CurveZMQ" if config.curve_dir else "")
+             + (f", test-only stage delay {config.worker.test_stage_delay_s:g} s"
+                if config.worker.test_stage_delay_s else ""), flush=True)
     try:
         server.serve_forever()
     finally:

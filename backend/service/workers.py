@@ -12,6 +12,8 @@ protocol of docs/PROTOCOL.md:
 
 Cancelling is a shared integer: the server writes the job's `seq` into it, and the worker's
 progress callback, called between stages and after every generated window, stops the job.
+For tests only, DIMITRA_TEST_STAGE_DELAY_S holds every job at the start of its sampling stage
+(docs/PROTOCOL.md, Testing).
 Workers ignore SIGINT/SIGTERM (the server drains and then stops them) and quit on their own
 when the server process is gone.
 """
@@ -22,8 +24,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import zmq
@@ -31,6 +34,13 @@ import zmq
 from backend.protocol import messages as m
 
 POLL_MS = 1000
+# Test-only: seconds each job waits once its `sampling` progress is sent, or until cancelled.
+# The service and add-on tests hold jobs open with it instead of betting on the machine's speed.
+TEST_STAGE_DELAY_ENV = "DIMITRA_TEST_STAGE_DELAY_S"
+
+
+def _test_stage_delay() -> float:
+    return float(os.environ.get(TEST_STAGE_DELAY_ENV) or 0)
 
 
 @dataclass
@@ -40,6 +50,7 @@ class WorkerSettings:
     runtime: str = "auto"           # auto | torch | onnx
     torch_threads: int = 0          # 0 = torch's default
     max_audio_seconds: float = 600.0
+    test_stage_delay_s: float = field(default_factory=_test_stage_delay)   # tests only; 0 = none
 
 
 class JobStopped(Exception):
@@ -108,11 +119,16 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
     _, seq, job, audio, reference = frames
     number = int(seq)
     job = json.loads(job)
+    hold_s = settings.test_stage_delay_s
 
     def progress(stage: str, fraction: float) -> None:
+        nonlocal hold_s
         if cancel_seq.value == number:
             raise JobStopped
         socket.send_multipart([b"progress", seq, _json({"stage": stage, "fraction": fraction})])
+        if stage == "sampling" and hold_s > 0:
+            _hold(hold_s, lambda: cancel_seq.value == number)
+            hold_s = 0.0   # once per job
 
     try:
         options = GenerationOptions(**job["options"])
@@ -144,6 +160,17 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
         traceback.print_exc(file=sys.stderr)
         return _error(seq, m.INTERNAL, f"the server failed on this request ({type(error).__name__}:"
                       f" {error}); its log has the details. Please report it.")
+
+
+def _hold(seconds: float, cancelled) -> None:
+    """The test-only stage delay: wait `seconds`, or until the job is cancelled or the server
+    is gone (no orphan waits out an hour). It does not stop the job itself, so a cancelled job
+    still stops at the real check, after a window."""
+    parent = multiprocessing.parent_process()
+    deadline = time.monotonic() + seconds
+    while not cancelled() and (parent is None or parent.is_alive()) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _error(seq: bytes, code: str, message: str) -> list[bytes]:

@@ -1,10 +1,13 @@
 """Real `dimitra serve` processes on loopback, with the shipped model, for the service tests.
 
 Servers run one worker with one torch thread (the test machine has two cores); sample audio
-is cut short so a job takes about a second.
+is cut short so a job takes about a second. Tests that need a job to stay open (to cancel it,
+drop its client, fill the queue) use `held_server`, whose jobs wait at the start of sampling
+until cancelled: they never bet on how long real work takes on this machine.
 """
 
 import io
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +16,9 @@ import soundfile
 from tests.service.server_process import REPO, ServerProcess, wait_until
 
 SAMPLES = REPO / "samples"
-LONG_JOB = {"steps": 100}   # 12x the default sampling work, checked for cancel every window
+# The test-only stage delay of held_server: far past any test's timeout, so a job there ends
+# only when it is cancelled, however fast or slow the machine.
+HOLD_S = 3600
 
 
 def wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
@@ -36,15 +41,6 @@ def short_audio(speech) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def long_audio(speech) -> bytes:
-    """60 s of speech (the sample repeated) as FLAC bytes. With LONG_JOB's options a job
-    takes many seconds, most of them sampling (where a worker checks for cancellation)."""
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.resize(speech, 60 * 16_000), 16_000, format="FLAC")
-    return buffer.getvalue()
-
-
-@pytest.fixture(scope="session")
 def reference_image() -> bytes:
     return (SAMPLES / "reference_face.jpg").read_bytes()
 
@@ -61,10 +57,32 @@ def shared_server():
 @pytest.fixture
 def server(shared_server):
     """The shared server, idle before and after the test (no job left running or queued)."""
-    assert wait_until(lambda: is_idle(shared_server.address), 30), "the server is still busy"
-    yield shared_server
-    assert shared_server.process.poll() is None, "the server died:\n" + shared_server.output
-    assert wait_until(lambda: is_idle(shared_server.address), 30), "a job was left behind"
+    yield from _idle_around(shared_server)
+
+
+@pytest.fixture(scope="session")
+def shared_held_server():
+    """Like shared_server, but every job is held for HOLD_S as its sampling starts."""
+    running = ServerProcess("--workers", "1", "--queue", "1", "--client-timeout", "2",
+                            stage_delay=HOLD_S)
+    yield running
+    try:
+        running.terminate(30)
+    except subprocess.TimeoutExpired:     # a held job left behind would hold the drain
+        running.kill()
+
+
+@pytest.fixture
+def held_server(shared_held_server):
+    """The held server, idle before and after the test."""
+    yield from _idle_around(shared_held_server)
+
+
+def _idle_around(running: ServerProcess):
+    assert wait_until(lambda: is_idle(running.address), 30), "the server is still busy"
+    yield running
+    assert running.process.poll() is None, "the server died:\n" + running.output
+    assert wait_until(lambda: is_idle(running.address), 30), "a job was left behind"
 
 
 def is_idle(address: str) -> bool:

@@ -22,12 +22,19 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m backend.cli serve ...` in a subprocess; `address` once it serves."""
 
-    def __init__(self, *options: str, address: str | None = None, python: str = sys.executable):
+    def __init__(self, *options: str, address: str | None = None, python: str = sys.executable,
+                 stage_delay: float = 0):
         """python: the interpreter with the backend installed (the add-on tests may run
-        under another venv's Python)."""
+        under another venv's Python); stage_delay: the test-only hold of every job as its
+        sampling starts (s; docs/PROTOCOL.md, Testing)."""
+        from backend.service.workers import TEST_STAGE_DELAY_ENV
+
         self.address = address or f"tcp://127.0.0.1:{free_port()}"
         where = [] if "--connect" in options else ["--bind", self.address]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env.pop(TEST_STAGE_DELAY_ENV, None)
+        if stage_delay:
+            env[TEST_STAGE_DELAY_ENV] = str(stage_delay)
         self.process = subprocess.Popen(
             [python, "-m", "backend.cli", "serve", *where, "--torch-threads", "1",
              *options], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -38,6 +45,9 @@ class ServerProcess:
         if not self._serving.wait(START_TIMEOUT_S):
             self.kill()
             raise RuntimeError("the server did not start:\n" + "".join(self.lines))
+        if stage_delay and "test-only stage delay" not in self.output:
+            self.kill()
+            raise RuntimeError("the server did not take the stage delay:\n" + self.output)
 
     def _read(self) -> None:
         for line in self.process.stdout:

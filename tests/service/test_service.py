@@ -11,7 +11,7 @@ import soundfile
 from backend.protocol import messages as m
 from backend.protocol.client import DimitraClient, JobCancelled, ServiceError
 from retarget.motion_file import load_motion
-from tests.service.conftest import LONG_JOB, RawPeer
+from tests.service.conftest import RawPeer
 from tests.service.server_process import free_port, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -78,21 +78,37 @@ def test_bad_inputs_get_errors_that_name_them(server, reference_image, short_aud
             assert words in str(caught.value)
 
 
-def test_cancel_stops_the_job_and_frees_the_worker(server, long_audio, reference_image):
+def test_a_held_job_does_not_end_by_itself(held_server, short_audio, reference_image):
+    """The yardstick of the tests on held_server: a job there (a 2 s line, done in about a
+    second here) is still open seconds into its sampling, so when those tests see a worker
+    freed, their cancel freed it. A slower machine only makes the job longer."""
+    sampling_seen = []
+
+    def progress(stage: str, fraction: float) -> None:
+        if stage == "sampling" and not sampling_seen:
+            sampling_seen.append(time.monotonic())
+
+    with DimitraClient(held_server.address) as client, pytest.raises(JobCancelled):
+        client.animate(short_audio, reference_image, progress=progress,
+                       cancel=lambda: bool(sampling_seen)
+                       and time.monotonic() - sampling_seen[0] > 5)
+
+
+def test_cancel_stops_the_job_and_frees_the_worker(held_server, short_audio, reference_image):
     stages = []
-    with DimitraClient(server.address) as client, pytest.raises(JobCancelled):
-        client.animate(long_audio, reference_image, LONG_JOB,
+    with DimitraClient(held_server.address) as client, pytest.raises(JobCancelled):
+        client.animate(short_audio, reference_image,
                        progress=lambda stage, fraction: stages.append(stage),
                        cancel=lambda: "sampling" in stages)
-    assert load(server.address)["running"] == 0
+    assert load(held_server.address)["running"] == 0
 
 
-def test_past_the_queue_the_server_answers_busy(server, long_audio, reference_image):
-    peers = [RawPeer(server.address) for _ in range(3)]
+def test_past_the_queue_the_server_answers_busy(held_server, short_audio, reference_image):
+    peers = [RawPeer(held_server.address) for _ in range(3)]
     try:
         replies = []
         for i, peer in enumerate(peers):
-            peer.send(m.AnimateRequest(f"job{i}", long_audio, reference_image, LONG_JOB).to_frames())
+            peer.send(m.AnimateRequest(f"job{i}", short_audio, reference_image, {}).to_frames())
             replies.append(next(peer.replies(10)))
         assert [type(r) for r in replies] == [m.Accepted, m.Accepted, m.Error]
         assert [r.queue_position for r in replies[:2]] == [0, 1]
@@ -102,53 +118,53 @@ def test_past_the_queue_the_server_answers_busy(server, long_audio, reference_im
             peer.close()
 
 
-def test_a_client_that_disconnects_mid_job_frees_its_worker(server, long_audio, reference_image):
-    peer = RawPeer(server.address)
-    peer.send(m.AnimateRequest("long", long_audio, reference_image, LONG_JOB).to_frames())
+def wait_for_sampling(peer: RawPeer, heartbeat: str | None = None) -> None:
+    """Read a raw peer's replies until its job reports sampling (where held_server holds it);
+    heartbeat: the request id to send heartbeats for meanwhile, or None to stay silent."""
     for reply in peer.replies(60):   # the server's heartbeats come every second
-        peer.send(m.Heartbeat("long").to_frames())
+        if heartbeat is not None:
+            peer.send(m.Heartbeat(heartbeat).to_frames())
         if isinstance(reply, m.Progress) and reply.stage == "sampling":
-            break
-    assert load(server.address)["running"] == 1
+            return
+    raise AssertionError("the job never reached sampling")
+
+
+# In the two tests below the held job would stay open for an hour: a worker freed within the
+# wait (a bound against a hang, not a yardstick) was freed by the cancel under test.
+
+def test_a_client_that_disconnects_mid_job_frees_its_worker(held_server, short_audio,
+                                                            reference_image):
+    peer = RawPeer(held_server.address)
+    peer.send(m.AnimateRequest("gone", short_audio, reference_image, {}).to_frames())
+    wait_for_sampling(peer, heartbeat="gone")
+    assert load(held_server.address)["running"] == 1
     peer.close()
-    gone = time.monotonic()
-    # Sampling the rest of the job would take far longer (test_long_job_takes_long).
-    assert wait_until(lambda: load(server.address)["running"] == 0, 4)
-    assert time.monotonic() - gone < 4
+    assert wait_until(lambda: load(held_server.address)["running"] == 0, 60)
 
 
-def test_a_client_that_falls_silent_loses_its_job(server, long_audio, reference_image):
+def test_a_client_that_falls_silent_loses_its_job(held_server, short_audio, reference_image):
     """A peer that stays connected but sends no heartbeat (a frozen machine): after the
     server's --client-timeout (2 s here) its job is cancelled."""
-    peer = RawPeer(server.address)
+    peer = RawPeer(held_server.address)
     try:
-        peer.send(m.AnimateRequest("silent", long_audio, reference_image, LONG_JOB).to_frames())
-        sent = time.monotonic()
-        assert wait_until(lambda: load(server.address)["running"] == 1, 10)
-        assert wait_until(lambda: load(server.address)["running"] == 0, 9)
-        assert time.monotonic() - sent < 9     # the whole job takes longer
+        peer.send(m.AnimateRequest("silent", short_audio, reference_image, {}).to_frames())
+        wait_for_sampling(peer)
+        assert wait_until(lambda: load(held_server.address)["running"] == 0, 60)
         assert not any(isinstance(r, m.Result) for r in peer.replies(0.5))
     finally:
         peer.close()
 
 
-def test_long_job_takes_long(server, long_audio, reference_image):
-    """The yardstick of the two tests above: the job they abandon, run to the end, takes
-    longer than the time in which they see its worker freed."""
-    with DimitraClient(server.address) as client:
-        result = client.animate(long_audio, reference_image, LONG_JOB)
-    assert result.latency_s > 12
-    assert result.summary["timing_s"]["sampling"] > 8
-
-
 def test_no_server_is_a_clear_error_within_the_timeout(short_audio, reference_image):
     address = f"tcp://127.0.0.1:{free_port()}"
-    with DimitraClient(address, timeout=1.0) as client:
+    timeout = 2.0
+    with DimitraClient(address, timeout=timeout) as client:
         for call in (client.info, lambda: client.animate(short_audio, reference_image)):
             started = time.monotonic()
             with pytest.raises(ServiceError) as caught:
                 call()
-            assert time.monotonic() - started < 2.0
+            # Twice the timeout: room for a loaded machine, short of a wait per try (3x).
+            assert time.monotonic() - started < 2 * timeout
             assert caught.value.code == "unreachable"
             assert address in str(caught.value) and "dimitra serve" in str(caught.value)
 
