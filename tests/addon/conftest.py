@@ -45,12 +45,6 @@ def speech_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def long_speech_file(tmp_path_factory) -> Path:
-    """60 s of speech: a job long enough to cancel or to kill the server under."""
-    return make_speech(tmp_path_factory.mktemp("audio") / "long_line.wav", 60.0, 0.0)
-
-
-@pytest.fixture(scope="session")
 def addon():
     """The repository's add-on package, registered; every timer gone at the end."""
     import bpy

@@ -1,7 +1,10 @@
 """Bad input, dead backends and cancel: a clear message, and the scene exactly as it was.
 
 The job's ticks are called directly here (timers never fire with `import bpy`), as the UI's
-timer would call them.
+timer would call them. Jobs that must still be open when the backend dies or the artist cancels
+run on a server with the test-only stage delay (docs/PROTOCOL.md, Testing): held an hour as
+their sampling starts, they end only through the failure under test, on any machine. The waits
+below are bounds against a hang, not yardsticks of how fast the machine is.
 """
 
 import shutil
@@ -12,6 +15,7 @@ import pytest
 from tests.addon.conftest import SERVER_PYTHON, scene_state
 
 pytestmark = pytest.mark.timeout(240)
+HOLD_S = 3600
 
 
 def generate(**settings):
@@ -94,42 +98,49 @@ def test_backend_down_fails_within_seconds(rig, speech_file):
 
     before = scene_state()
     job = new_job(f"tcp://127.0.0.1:{free_port()}", speech_file)
-    seconds = tick_until(job, lambda j: j.finished, 20)
-    assert job.state == "failed" and seconds < 10
+    tick_until(job, lambda j: j.finished, 60)
+    assert job.state == "failed"
+    # Seconds: it gave up on the add-on's 3 s request timeout, not on anything longer.
     assert "no Dimitra server answered at tcp://127.0.0.1:" in job.message
+    assert "within 3.0 s" in job.message
     assert scene_state() == before
 
 
-def test_backend_killed_mid_job(rig, long_speech_file):
+def test_backend_killed_mid_job(rig, speech_file):
     from tests.service.server_process import ServerProcess
 
-    doomed = ServerProcess("--workers", "1", python=SERVER_PYTHON)
+    doomed = ServerProcess("--workers", "1", python=SERVER_PYTHON, stage_delay=HOLD_S)
     try:
         before = scene_state()
-        job = new_job(doomed.address, long_speech_file)
-        tick_until(job, lambda j: j.stage in ("features", "sampling", "decoding"), 60)
+        job = new_job(doomed.address, speech_file)
+        tick_until(job, lambda j: j.stage == "sampling", 120)
         doomed.kill()
-        seconds = tick_until(job, lambda j: j.finished, 30)
-        assert job.state == "failed" and seconds < 10
-        assert "went silent" in job.message
+        tick_until(job, lambda j: j.finished, 60)
+        assert job.state == "failed"
+        assert "went silent for 5 s" in job.message     # the add-on's silence timeout
         assert scene_state() == before
     finally:
         doomed.kill()
 
 
-def test_cancel_while_generating(rig, long_speech_file, server):
-    before = scene_state()
-    job = new_job(server, long_speech_file)
-    tick_until(job, lambda j: j.stage in ("features", "sampling", "decoding"), 60)
-    job.cancel()
-    seconds = tick_until(job, lambda j: j.finished, 15)
-    assert job.state == "cancelled" and seconds < 5
-    assert job.message == "Dimitra: cancelled; nothing was changed"
-    assert scene_state() == before
-    deadline = time.monotonic() + 20      # the backend dropped the job too
-    while server_load(server)["running"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert server_load(server) == {"running": 0, "queued": 0}
+def test_cancel_while_generating(rig, speech_file):
+    from tests.service.server_process import ServerProcess, wait_until
+
+    held = ServerProcess("--workers", "1", python=SERVER_PYTHON, stage_delay=HOLD_S)
+    try:
+        before = scene_state()
+        job = new_job(held.address, speech_file)
+        tick_until(job, lambda j: j.stage == "sampling", 120)
+        job.cancel()
+        tick_until(job, lambda j: j.finished, 60)
+        assert job.state == "cancelled"
+        assert job.message == "Dimitra: cancelled; nothing was changed"
+        assert scene_state() == before
+        # The backend dropped the job too (held, it would run for an hour).
+        assert wait_until(lambda: server_load(held.address)["running"] == 0, 60)
+        assert server_load(held.address) == {"running": 0, "queued": 0}
+    finally:
+        held.kill()
 
 
 def server_load(address: str) -> dict:
@@ -147,7 +158,7 @@ def test_cancel_while_writing_keys_rolls_back(rig, speech_file, server, monkeypa
     before = scene_state()
     monkeypatch.setattr(generate_job, "TICK_BUDGET_S", 0.0)        # one curve per tick
     job = new_job(server, speech_file)
-    tick_until(job, lambda j: j.state == "writing", 60)
+    tick_until(job, lambda j: j.state == "writing", 120)
     job.tick()
     job.tick()
     assert job.state == "writing" and keys.animation_data.action.name == "Dimitra line_one"
