@@ -32,27 +32,37 @@ def _eval(args) -> int:
     else:
         if not args.dataset:
             sys.exit("dimitra eval: give a prepared DATASET folder, or --pred and --truth")
-        predictions = args.predictions
-        if args.model:
-            import tempfile
+        if args.fold_models:
+            from backend.evaluation.report import evaluate_folds, format_folds_table
 
-            from backend.generation.generator import GenerationOptions
-            from backend.generation.motion import predict_split
+            result = evaluate_folds(args.dataset, args.fold_models, _eval_options(args))
+            print(format_folds_table(result))
+        else:
+            predictions = args.predictions
+            if args.model:
+                import tempfile
 
-            predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
-            options = GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
-                                        steps=args.steps, lip_contact=args.lip_contact,
-                                        lip_sharpen=args.lip_sharpen,
-                                        closure_guidance=args.closure_guidance,
-                                        audio_delay=args.audio_delay, bilabials=args.bilabials)
-            predict_split(args.model, args.dataset, args.split, predictions, options)
-        result = evaluate_split(args.dataset, args.split, predictions)
-        print(format_table(result))
+                from backend.generation.motion import predict_split
+
+                predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
+                predict_split(args.model, args.dataset, args.split, predictions,
+                              _eval_options(args))
+            result = evaluate_split(args.dataset, args.split, predictions)
+            print(format_table(result))
     if args.json:
         result["provenance"] = {"command": " ".join(["dimitra", *sys.argv[1:]]),
                                 "commit": _git_commit()}
         write_json(args.json, result)
     return 0
+
+
+def _eval_options(args):
+    from backend.generation.generator import GenerationOptions
+
+    return GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
+                             steps=args.steps, lip_contact=args.lip_contact,
+                             lip_sharpen=args.lip_sharpen, closure_guidance=args.closure_guidance,
+                             audio_delay=args.audio_delay, bilabials=args.bilabials)
 
 
 def _git_commit() -> str:
@@ -234,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="also write the results as JSON here")
     evaluate.add_argument("--model", help="generate the predictions with this model file first "
                                           "(kept in --predictions when given)")
+    evaluate.add_argument("--fold-models", metavar="PATTERN",
+                          help="leave-source-out folds: the model file of each fold, with {fold} "
+                               "for its number (runs/x_f{fold}/last.safetensors, trained with "
+                               "`dimitra train --holdout-fold K`); each is scored on the "
+                               "sources it did not see, then the mean and worst fold")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--expressiveness", type=float, default=1.5)
     evaluate.add_argument("--steps", type=int, default=DEFAULT_STEPS)

@@ -90,10 +90,16 @@ def save_index(dataset: str | Path, clips: list[ClipRecord]) -> None:
 
 def iter_segments(dataset: str | Path, split: str | None = None
                   ) -> Iterator[tuple[ClipRecord, SegmentRecord, Motion]]:
-    """Every prepared segment of a split (all splits when None), with its motion file."""
+    """Every prepared segment of a split (all splits when None), with its motion file.
+
+    A split is a manifest split ("train", "dev", "unseen") or a leave-source-out fold
+    ("fold-K", "train-minus-fold-K"; backend.dataset.folds)."""
+    from backend.dataset.folds import select_clips
+
     dataset = Path(dataset)
-    for clip in load_index(dataset):
-        if clip.status != "ok" or (split is not None and clip.split != split):
+    clips = load_index(dataset)
+    for clip in clips if split is None else select_clips(clips, split):
+        if clip.status != "ok":
             continue
         for segment in clip.segments:
             yield clip, segment, load_motion(dataset / segment.file)

@@ -8,7 +8,8 @@ radians; lags are frames of the truth's frame rate; audio is 16 kHz mono with sa
 Conventions that keep the mean table usable (NaN means "this clip cannot measure it", and means
 over clips skip NaN):
 - a flat (constant) prediction scores aperture_corr 0, motion_energy 0, head_motion 0 and
-  best_lag NaN; a flat truth makes aperture_corr, best_lag, motion_energy (or head_motion) NaN;
+  best_lag and best_lag_corr NaN; a flat truth makes aperture_corr, best_lag, best_lag_corr,
+  motion_energy (or head_motion) NaN;
 - closure_recall is NaN when the truth has no closure, closure_precision when the prediction
   has none;
 - frames that are not finite (tracking lost) are left out of every statistic.
@@ -22,8 +23,8 @@ from backend.media.audio import FLOOR_DB, SAMPLE_RATE, frame_rms_db
 from retarget.face import canonical, measures, pose, topology
 from retarget.motion_file import Motion
 
-METRIC_NAMES = ("aperture_corr", "best_lag", "lve", "closure_recall", "closure_precision",
-                "motion_energy", "head_motion")
+METRIC_NAMES = ("aperture_corr", "best_lag", "best_lag_corr", "lve", "closure_recall",
+                "closure_precision", "motion_energy", "head_motion")
 
 AUDIO_RATE = SAMPLE_RATE
 # A standard deviation below this is "no motion" (IOD for mouths, radians for heads): far below
@@ -172,10 +173,18 @@ def best_lag(pred_open: np.ndarray, true_open: np.ndarray, max_lag: int = MAX_LA
     pred[t] = truth[t - k], gives +k. Lags are capped at half the sequence so the overlap
     stays meaningful; ties go to the smaller |k|. NaN when either sequence is flat.
     """
+    return best_lag_and_corr(pred_open, true_open, max_lag)[0]
+
+
+def best_lag_and_corr(pred_open: np.ndarray, true_open: np.ndarray,
+                      max_lag: int = MAX_LAG) -> tuple[float, float]:
+    """(best_lag, Pearson r at that lag). Beside aperture_corr (lag 0), the r at the best lag
+    tells a model that follows the mouth but mistimes it (a large gap between the two) from
+    one that does not follow it at all (both low). Both NaN when either sequence is flat."""
     pred = np.asarray(pred_open, dtype=np.float64)
     truth = np.asarray(true_open, dtype=np.float64)
     if _is_flat(pred) or _is_flat(truth):
-        return float("nan")
+        return float("nan"), float("nan")
     count = min(len(pred), len(truth))
     limit = min(int(max_lag), count // 2)
     best, best_r = float("nan"), -np.inf
@@ -186,7 +195,7 @@ def best_lag(pred_open: np.ndarray, true_open: np.ndarray, max_lag: int = MAX_LA
             r = _pearson(pred[:count + lag], truth[-lag:count])
         if np.isfinite(r) and r > best_r:
             best, best_r = float(lag), r
-    return best
+    return best, (float(best_r) if np.isfinite(best_r) else float("nan"))
 
 
 def lip_vertex_error(pred_normalised: np.ndarray, true_normalised: np.ndarray) -> float:
@@ -289,9 +298,11 @@ def evaluate(pred: Motion, truth: Motion, audio: np.ndarray | None = None) -> di
     true_open, pred_open = mouth_open(true_norm), mouth_open(pred_norm)
     speech = None if audio is None else speech_frames(audio, count, truth.fps)
     recall, precision = closure_recall_precision(pred_open, true_open, speech)
+    lag, lag_corr = best_lag_and_corr(pred_open, true_open)
     return {
         "aperture_corr": aperture_corr(pred_open, true_open),
-        "best_lag": best_lag(pred_open, true_open),
+        "best_lag": lag,
+        "best_lag_corr": lag_corr,
         "lve": lip_vertex_error(pred_norm, true_norm),
         "closure_recall": recall,
         "closure_precision": precision,

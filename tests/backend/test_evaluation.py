@@ -26,7 +26,8 @@ from retarget.motion_file import Motion, save_motion
 
 FPS = 25.0
 RATE = metrics.AUDIO_RATE
-PERFECT = {"aperture_corr": 1.0, "best_lag": 0.0, "lve": 0.0, "closure_recall": 1.0,
+PERFECT = {"aperture_corr": 1.0, "best_lag": 0.0, "best_lag_corr": 1.0, "lve": 0.0,
+           "closure_recall": 1.0,
            "closure_precision": 1.0, "motion_energy": 1.0, "head_motion": 1.0}
 
 
@@ -137,6 +138,8 @@ def test_shifted_truth_gives_best_lag_k_and_lower_correlation(truth, shift):
     scores = metrics.evaluate(with_landmarks(truth, truth.landmarks[index]), truth)
     assert scores["best_lag"] == shift
     assert scores["aperture_corr"] < 0.9
+    # Undone by the lag, the same motion follows again: the gap shows mistiming.
+    assert scores["best_lag_corr"] > 0.97 > scores["aperture_corr"] + 0.07
     assert scores["lve"] > 0.02
 
 
@@ -323,14 +326,16 @@ def small_dataset(tmp_path, truth):
     from backend.dataset.index import ClipRecord, SegmentRecord, save_index
 
     clips = []
-    for clip_id, split, frames in [("alpha", "dev", 150), ("beta", "dev", 100),
-                                   ("gamma", "train", 120)]:
+    for clip_id, split, frames, source in [("alpha", "dev", 150, "lab/one@c:a.mp4"),
+                                           ("beta", "dev", 100, "studio/two@c:b.mp4"),
+                                           ("gamma", "train", 120, "lab/one@c:c.mp4")]:
         segment_id = f"{clip_id}_000"
         samples = round(frames / FPS * RATE)
         motion = Motion(truth.landmarks[:frames], truth.pose[:frames], FPS,
                         extras={"audio": truth.extras["audio"][:samples]})
         save_motion(tmp_path / "clips" / f"{segment_id}.npz", motion)
         clips.append(ClipRecord(clip_id, f"{clip_id}.mp4", f"{clip_id}.mp4", "hash", split=split,
+                                source=source,
                                 segments=[SegmentRecord(segment_id, f"clips/{segment_id}.npz",
                                                         frames, 0.0)]))
     save_index(tmp_path, clips)
@@ -352,8 +357,19 @@ def test_evaluate_split_reports_baselines_model_and_missing(small_dataset, tmp_p
     assert_perfect(result["mean"]["model"])
     assert result["mean"]["static"]["motion_energy"] < 1e-3
 
+    # Per source: the perfect prediction belongs to lab/one's clip alone.
+    assert set(result["sources"]) == {"lab/one", "studio/two"}
+    assert_perfect(result["sources"]["lab/one"]["model"])
+    assert math.isnan(result["sources"]["studio/two"]["model"]["aperture_corr"])
+    assert result["mean"]["static"]["lve_vs_static"] == 1.0
+    assert result["mean"]["model"]["lve_vs_static"] == 0.0
+    beta = result["sources"]["studio/two"]
+    assert beta["amplitude"]["lve_vs_static"] == pytest.approx(
+        beta["amplitude"]["lve"] / beta["static"]["lve"])
+
     table = format_table(result)
-    for text in ("alpha_000", "beta_000", "MEAN", "amplitude", "no prediction", "corr"):
+    for text in ("alpha_000", "beta_000", "MEAN", "amplitude", "no prediction", "corr",
+                 "corr@lag", "LVE/static", "mean per source", "studio/two amplitude"):
         assert text in table
     assert len({len(line) for line in table.splitlines() if line.startswith("alpha_000")}) == 1
 

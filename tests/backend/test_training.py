@@ -96,3 +96,80 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
     losses = [float(r["loss"]) for r in csv.DictReader((out / "loss.csv").open())]
     assert losses and all(np.isfinite(losses))
     assert load_bundle(out / "last.safetensors").model is not None
+
+
+@pytest.fixture(scope="module")
+def three_source_dataset(talking_clip, tmp_path_factory):
+    """The same clip as train clips of three sources (file-name prefixes), and a dev clip,
+    with voice-variant features for one extractor."""
+    folder = tmp_path_factory.mktemp("source_data")
+    for name in ("lab_a.mp4", "tv_a.mp4", "web_a.mp4"):
+        shutil.copy(talking_clip[0], folder / name)
+    shutil.copy(talking_clip[0], folder / "dev_a.mp4")
+    dataset = folder / "dataset"
+    features = ("whisper-tiny-en", "whisper-tiny-en~room", "whisper-tiny-en~voice-low")
+    run_prepare([folder / n for n in ("lab_a.mp4", "tv_a.mp4", "web_a.mp4")], dataset, jobs=1,
+                split="train", progress=False, features=features)
+    run_prepare([folder / "dev_a.mp4"], dataset, jobs=1, split="dev", progress=False)
+    return dataset
+
+
+def test_leave_source_out_folds_train_without_and_score_on_the_held_out_source(
+        three_source_dataset, tmp_path, capsys):
+    from backend.cli import main as dimitra
+    from backend.dataset.folds import source_folds
+    from backend.dataset.index import load_index
+    from backend.training.windows import list_segments
+
+    folds = source_folds(load_index(three_source_dataset))
+    assert sorted(map(tuple, folds)) == [("lab",), ("tv",), ("web",)]
+    for number in (1, 2, 3):
+        trained_on = {c.clip_id for c, _ in list_segments(three_source_dataset,
+                                                          f"train-minus-fold-{number}")}
+        assert trained_on == {"lab_a", "tv_a", "web_a"} - {f"{folds[number - 1][0]}_a"}
+        run(three_source_dataset, tmp_path / f"f{number}", 10,
+            ["--holdout-fold", str(number), "--voice-variants", "0.5"])
+        dev = list(csv.DictReader((tmp_path / f"f{number}" / "dev.csv").open()))
+        assert dev and np.isfinite(float(dev[-1]["aperture_corr"]))
+        assert json.loads((tmp_path / f"f{number}" / "train_state.json").read_text())["step"] == 10
+    capsys.readouterr()
+    assert dimitra(["eval", str(three_source_dataset), "--fold-models",
+                    str(tmp_path / "f{fold}" / "last.safetensors"), "--steps", "1",
+                    "--json", str(tmp_path / "folds.json")]) == 0
+    table = capsys.readouterr().out
+    assert "worst fold" in table and "fold 3: 1 segments of web" in table
+    result = json.loads((tmp_path / "folds.json").read_text())
+    corrs = [fold["mean"]["model"]["aperture_corr"] for fold in result["folds"]]
+    assert result["worst"]["aperture_corr"] == min(corrs)
+    assert result["mean"]["aperture_corr"] == pytest.approx(np.mean(corrs))
+
+
+def test_voice_variant_windows_replace_the_features_only_when_asked(three_source_dataset):
+    from backend.training.train import fit_space_from_dataset
+    from backend.training.windows import (
+        WindowSettings,
+        list_segments,
+        load_training_segment,
+        sample_window,
+    )
+
+    space = fit_space_from_dataset(three_source_dataset, 100)
+    _, segment = list_segments(three_source_dataset, "train")[0]
+    loaded = load_training_segment(three_source_dataset, segment, space, "whisper-tiny-en",
+                                   with_variants=True)
+    assert len(loaded.variants) == 2
+    assert all(v.shape == loaded.features.shape for v in loaded.variants)
+    assert not np.allclose(loaded.variants[0], loaded.features)
+
+    def features_of(share: float) -> list[np.ndarray]:
+        settings = WindowSettings(tempo_range=0.0, feature_noise=0.0, voice_variants=share)
+        rng = np.random.default_rng(0)
+        return [sample_window(loaded, space, settings, rng)["features"].numpy()
+                for _ in range(20)]
+
+    clean = loaded.features
+    def is_clean(window):
+        return any(np.allclose(window[:len(clean) - s][:10], clean[s:s + 10], atol=1e-5)
+                   for s in range(len(clean) - 10))
+    assert all(is_clean(w) for w in features_of(0.0))
+    assert sum(not is_clean(w) for w in features_of(1.0)) == 20
