@@ -62,8 +62,9 @@ def server(shared_server):
 
 @pytest.fixture(scope="session")
 def shared_held_server():
-    """Like shared_server, but every job is held for HOLD_S as its sampling starts."""
-    running = ServerProcess("--workers", "1", "--queue", "1", "--client-timeout", "2",
+    """One worker, a queue of one; every job is held for HOLD_S as its sampling starts. Silent
+    clients never time out here, so a dropped client's job is freed by the disconnect alone."""
+    running = ServerProcess("--workers", "1", "--queue", "1", "--client-timeout", "0",
                             stage_delay=HOLD_S)
     yield running
     try:

@@ -11,8 +11,8 @@ import soundfile
 from backend.protocol import messages as m
 from backend.protocol.client import DimitraClient, JobCancelled, ServiceError
 from retarget.motion_file import load_motion
-from tests.service.conftest import RawPeer
-from tests.service.server_process import free_port, wait_until
+from tests.service.conftest import HOLD_S, RawPeer
+from tests.service.server_process import ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -118,41 +118,41 @@ def test_past_the_queue_the_server_answers_busy(held_server, short_audio, refere
             peer.close()
 
 
-def wait_for_sampling(peer: RawPeer, heartbeat: str | None = None) -> None:
-    """Read a raw peer's replies until its job reports sampling (where held_server holds it);
-    heartbeat: the request id to send heartbeats for meanwhile, or None to stay silent."""
+def wait_for_sampling(peer: RawPeer) -> None:
+    """Read a raw peer's replies until its job reports sampling, where a held server holds it."""
     for reply in peer.replies(60):   # the server's heartbeats come every second
-        if heartbeat is not None:
-            peer.send(m.Heartbeat(heartbeat).to_frames())
         if isinstance(reply, m.Progress) and reply.stage == "sampling":
             return
     raise AssertionError("the job never reached sampling")
 
 
-# In the two tests below the held job would stay open for an hour: a worker freed within the
-# wait (a bound against a hang, not a yardstick) was freed by the cancel under test.
+# In the two tests below the held job would stay open for an hour, and only one way of ending
+# it is on: a worker freed within the wait (a bound against a hang, not a yardstick) was freed
+# by the cancel under test.
 
 def test_a_client_that_disconnects_mid_job_frees_its_worker(held_server, short_audio,
                                                             reference_image):
     peer = RawPeer(held_server.address)
     peer.send(m.AnimateRequest("gone", short_audio, reference_image, {}).to_frames())
-    wait_for_sampling(peer, heartbeat="gone")
+    wait_for_sampling(peer)
     assert load(held_server.address)["running"] == 1
     peer.close()
     assert wait_until(lambda: load(held_server.address)["running"] == 0, 60)
 
 
-def test_a_client_that_falls_silent_loses_its_job(held_server, short_audio, reference_image):
+def test_a_client_that_falls_silent_loses_its_job(short_audio, reference_image):
     """A peer that stays connected but sends no heartbeat (a frozen machine): after the
     server's --client-timeout (2 s here) its job is cancelled."""
-    peer = RawPeer(held_server.address)
+    own = ServerProcess("--workers", "1", "--client-timeout", "2", stage_delay=HOLD_S)
+    peer = RawPeer(own.address)
     try:
         peer.send(m.AnimateRequest("silent", short_audio, reference_image, {}).to_frames())
         wait_for_sampling(peer)
-        assert wait_until(lambda: load(held_server.address)["running"] == 0, 60)
+        assert wait_until(lambda: load(own.address)["running"] == 0, 60)
         assert not any(isinstance(r, m.Result) for r in peer.replies(0.5))
     finally:
         peer.close()
+        own.kill()
 
 
 def test_no_server_is_a_clear_error_within_the_timeout(short_audio, reference_image):
