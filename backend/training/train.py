@@ -34,6 +34,7 @@ from backend.generation.motion import predict_prepared_clip
 from backend.model.checkpoint import ModelBundle, load_bundle, save_bundle
 from backend.model.cmdt import CMDT, CMDTConfig
 from backend.model.motion_space import MotionSpace, fit_motion_space
+from backend.training.av_offsets import load_offsets
 from backend.training.windows import WindowSettings, WindowStream, list_segments
 from retarget.face.canonical import load_canonical_face
 from retarget.motion_file import load_motion
@@ -64,6 +65,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="steps between dev evaluations and checkpoints; 0: checkpoint every "
                              "500 steps without dev scores (dev evaluated elsewhere)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--av-offsets", metavar="JSON",
+                        help="correct each training clip's audio-video offset, measured by fold "
+                             "models that did not train on it: the JSON of `dimitra eval "
+                             "--fold-models ... --json FILE` (backend.training.av_offsets)")
     parser.add_argument("--holdout-fold", type=int, default=0,
                         help="leave-source-out fold K: train without its sources and score on "
                              "them instead of dev (backend.dataset.folds); 0 = all of train")
@@ -213,8 +218,10 @@ def main(argv=None) -> None:
         optimizer.load_state_dict(optimizer_state)
     trained = DistributedDataParallel(model) if distributed else model
 
+    offsets = load_offsets(args.av_offsets) if args.av_offsets else {}
     stream = WindowStream(dataset, train_split, space, args.features, settings,
-                          seed=args.seed * 1000 + state["step"] + rank, rank=rank, world=world)
+                          seed=args.seed * 1000 + state["step"] + rank, rank=rank, world=world,
+                          offsets=offsets)
     workers = args.loader_workers if args.loader_workers is not None else (
         6 if device.startswith("cuda") else 0)
     loader = iter(DataLoader(stream, batch_size=args.batch, num_workers=workers,
@@ -222,7 +229,8 @@ def main(argv=None) -> None:
     schedule = NoiseSchedule()
     constants = space_constants(space, device)
     generator = torch.Generator().manual_seed(args.seed * 7919 + state["step"] + rank)
-    meta = {"features": args.features, "args": vars(args), "dataset": str(dataset)}
+    meta = {"features": args.features, "args": vars(args), "dataset": str(dataset),
+            "av_offsets": {k: v for k, v in offsets.items() if v}}
     loss_log = out / "loss.csv"
     if rank == 0 and not resume:
         loss_log.write_text("step,lr,loss,mse,velocity,closure,seconds\n")

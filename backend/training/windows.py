@@ -17,6 +17,7 @@ from backend.dataset.folds import select_clips
 from backend.dataset.index import ClipRecord, SegmentRecord, load_features, load_index
 from backend.evaluation.metrics import speech_frames
 from backend.model.motion_space import MotionSpace
+from backend.training.av_offsets import shift_features
 from retarget.face import topology
 from retarget.face.measures import inner_lip_gap
 from retarget.motion_file import load_motion
@@ -40,14 +41,17 @@ def list_segments(dataset: str | Path, split: str) -> list[tuple[ClipRecord, Seg
 
 
 def load_training_segment(dataset: str | Path, segment: SegmentRecord, space: MotionSpace,
-                          extractor: str, with_variants: bool = False) -> TrainingSegment:
+                          extractor: str, with_variants: bool = False,
+                          offset: int = 0) -> TrainingSegment:
     """with_variants: also load the segment's voice-variant features ("EXTRACTOR~VARIANT",
-    backend.features.voice_variants) that the dataset holds."""
+    backend.features.voice_variants) that the dataset holds. offset: the clip's audio-video
+    offset in frames (backend.training.av_offsets); motion frame t gets the features of
+    frame t + offset."""
     motion = load_motion(Path(dataset) / segment.file)
     canonical, neutral = motion.extras["canonical"], motion.extras["neutral"]
     raw = space.encode(canonical, neutral, motion.pose) * space.motion_std
-    features = load_features(dataset, segment, extractor)
-    variants = [load_features(dataset, segment, name).astype(np.float32)
+    features = shift_features(load_features(dataset, segment, extractor), offset)
+    variants = [shift_features(load_features(dataset, segment, name), offset).astype(np.float32)
                 for name in sorted(segment.features)
                 if with_variants and name.startswith(extractor + "~")]
     gap = inner_lip_gap(canonical)
@@ -118,8 +122,10 @@ class WindowStream(IterableDataset):
 
     def __init__(self, dataset, split: str, space: MotionSpace, extractor: str,
                  settings: WindowSettings, seed: int = 0, rank: int = 0, world: int = 1,
-                 buffer_clips: int = 64, windows_per_load: int = 16):
+                 buffer_clips: int = 64, windows_per_load: int = 16,
+                 offsets: dict[str, int] | None = None):
         self.dataset, self.space, self.extractor = Path(dataset), space, extractor
+        self.offsets = offsets or {}   # segment_id -> audio-video offset, frames
         self.settings, self.seed = settings, seed
         segments = list_segments(dataset, split)
         if not segments:
@@ -141,7 +147,8 @@ class WindowStream(IterableDataset):
             for index in rng.permutation(len(segments)):
                 loaded = load_training_segment(
                     self.dataset, segments[index][1], self.space, self.extractor,
-                    with_variants=self.settings.augment and self.settings.voice_variants > 0)
+                    with_variants=self.settings.augment and self.settings.voice_variants > 0,
+                    offset=self.offsets.get(segments[index][1].segment_id, 0))
                 if len(buffer) < self.buffer_clips:
                     buffer.append(loaded)
                 else:

@@ -127,8 +127,11 @@ def test_leave_source_out_folds_train_without_and_score_on_the_held_out_source(
         trained_on = {c.clip_id for c, _ in list_segments(three_source_dataset,
                                                           f"train-minus-fold-{number}")}
         assert trained_on == {"lab_a", "tv_a", "web_a"} - {f"{folds[number - 1][0]}_a"}
+        offsets = tmp_path / "offsets.json"
+        offsets.write_text(json.dumps({"lab_a": 2}))
         run(three_source_dataset, tmp_path / f"f{number}", 10,
-            ["--holdout-fold", str(number), "--voice-variants", "0.5"])
+            ["--holdout-fold", str(number), "--voice-variants", "0.5",
+             "--av-offsets", str(offsets)])
         dev = list(csv.DictReader((tmp_path / f"f{number}" / "dev.csv").open()))
         assert dev and np.isfinite(float(dev[-1]["aperture_corr"]))
         assert json.loads((tmp_path / f"f{number}" / "train_state.json").read_text())["step"] == 10
@@ -160,6 +163,11 @@ def test_voice_variant_windows_replace_the_features_only_when_asked(three_source
     assert len(loaded.variants) == 2
     assert all(v.shape == loaded.features.shape for v in loaded.variants)
     assert not np.allclose(loaded.variants[0], loaded.features)
+    # An audio-video offset moves clean and variant features alike.
+    late = load_training_segment(three_source_dataset, segment, space, "whisper-tiny-en",
+                                 with_variants=True, offset=3)
+    assert np.array_equal(late.features[:-3], loaded.features[3:])
+    assert np.array_equal(late.variants[1][:-3], loaded.variants[1][3:])
 
     def features_of(share: float) -> list[np.ndarray]:
         settings = WindowSettings(tempo_range=0.0, feature_noise=0.0, voice_variants=share)
