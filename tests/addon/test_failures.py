@@ -110,9 +110,9 @@ def test_backend_killed_mid_job(rig, speech_file):
     from tests.service.server_process import ServerProcess
 
     doomed = ServerProcess("--workers", "1", python=SERVER_PYTHON, stage_delay=HOLD_S)
+    before = scene_state()
+    job = new_job(doomed.address, speech_file)
     try:
-        before = scene_state()
-        job = new_job(doomed.address, speech_file)
         tick_until(job, lambda j: j.stage == "sampling", 120)
         doomed.kill()
         tick_until(job, lambda j: j.finished, 60)
@@ -121,15 +121,16 @@ def test_backend_killed_mid_job(rig, speech_file):
         assert scene_state() == before
     finally:
         doomed.kill()
+        job.join(30)   # its client thread ends once the server is gone: none outlives the test
 
 
 def test_cancel_while_generating(rig, speech_file):
     from tests.service.server_process import ServerProcess, wait_until
 
     held = ServerProcess("--workers", "1", python=SERVER_PYTHON, stage_delay=HOLD_S)
+    before = scene_state()
+    job = new_job(held.address, speech_file)
     try:
-        before = scene_state()
-        job = new_job(held.address, speech_file)
         tick_until(job, lambda j: j.stage == "sampling", 120)
         job.cancel()
         tick_until(job, lambda j: j.finished, 60)
@@ -141,6 +142,7 @@ def test_cancel_while_generating(rig, speech_file):
         assert server_load(held.address) == {"running": 0, "queued": 0}
     finally:
         held.kill()
+        job.join(30)
 
 
 def server_load(address: str) -> dict:
