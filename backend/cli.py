@@ -87,7 +87,7 @@ def _generation_options(args) -> dict:
     `client` must not import torch)."""
     return {"seed": args.seed, "expressiveness": args.expressiveness,
             "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps,
-            "bilabials": args.bilabials}
+            "bilabials": args.bilabials, "language": args.language}
 
 
 def _animate(args) -> int:
@@ -161,6 +161,11 @@ def _add_generation_options(parser: argparse.ArgumentParser, fps: bool = True) -
                         help=f"sampling steps (default {DEFAULT_STEPS})")
     parser.add_argument("--no-blink", action="store_true", help="keep the eyes open")
     _add_bilabials_option(parser)
+    parser.add_argument("--language", default="auto",
+                        help="the speech's language: auto (default: heard by the Whisper "
+                             "encoder and kept in the motion file) or an ISO code such as en, "
+                             "fr, de, es, ja; English-only steps (PocketSphinx) run on English "
+                             "alone")
     if fps:
         parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
 

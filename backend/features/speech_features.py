@@ -172,6 +172,32 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         return _average_over_video_frames(states, WHISPER_RATE, fps, num_frames,
                                           start_s=-0.5 / WHISPER_RATE)
 
+    def detect_language(self, samples_16k: np.ndarray) -> tuple[str, float] | None:
+        """(ISO code, probability) of the language spoken in the first window, by Whisper's
+        own language head; None for an English-only encoder (tiny.en). After `extract` on the
+        same audio the encoder does not run again: only the language head does (~0.03 s)."""
+        model = _load_whisper(str(self.model_dir), self.cpu_threads)
+        if not model.is_multilingual:
+            return None
+        samples = _as_mono_16k(samples_16k)
+        key, encoded = self._first_window
+        if key != _digest(samples[:WHISPER_WINDOW]):
+            encoded = self._encode_window(model, samples[:WHISPER_WINDOW])
+        token, probability = model.detect_language(encoded)[0][0]
+        return token.strip("<|>"), float(probability)
+
+    _first_window: tuple[str, object] = ("", None)   # (samples digest, encoder output)
+
+    def _encode_window(self, model, window: np.ndarray):
+        """Encoder output (a StorageView, (1, frames kept, dim)) of one window of samples,
+        padded with silence and cut 2 s after the audio (whole seconds)."""
+        seconds = int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S))
+        kept_s = min(WHISPER_WINDOW_S, seconds)   # whole seconds encoded
+        padded = np.pad(window, (0, kept_s * SAMPLE_RATE - len(window)))
+        mel = self._mel(padded, padding=0)   # (80, 100 per second kept)
+        return model.encode(ctranslate2.StorageView.from_array(
+            np.ascontiguousarray(mel[None], dtype=np.float32)))
+
     def _encode(self, samples: np.ndarray, needed: int) -> np.ndarray:
         """(needed, dim) float32 encoder states at 50 Hz, windows crossfaded."""
         model = _load_whisper(str(self.model_dir), self.cpu_threads)
@@ -181,14 +207,12 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         states = np.zeros((num_windows * WHISPER_HOP_FRAMES + overlap, self.dim), np.float32)
         for k in range(num_windows):
             window = samples[k * WHISPER_HOP:k * WHISPER_HOP + WHISPER_WINDOW]
-            seconds = int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S))
-            kept_s = min(WHISPER_WINDOW_S, seconds)   # whole seconds encoded
-            window = np.pad(window, (0, kept_s * SAMPLE_RATE - len(window)))
-            mel = self._mel(window, padding=0)   # (80, 100 per second kept)
-            encoded = model.encode(ctranslate2.StorageView.from_array(
-                np.ascontiguousarray(mel[None], dtype=np.float32)))
+            encoded = self._encode_window(model, window)
+            if k == 0 and model.is_multilingual:   # kept for detect_language
+                self._first_window = (_digest(window), encoded)
             window_states = np.zeros((WHISPER_WINDOW_FRAMES, self.dim), np.float32)
-            window_states[:int(kept_s * WHISPER_RATE)] = np.array(encoded)[0]  # (frames kept, dim)
+            kept = np.array(encoded)[0]                       # (frames kept, dim)
+            window_states[:len(kept)] = kept
             weight = np.ones(WHISPER_WINDOW_FRAMES, np.float32)
             if k > 0:
                 weight[:overlap] = fade_in
@@ -197,6 +221,10 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
             start = k * WHISPER_HOP_FRAMES
             states[start:start + WHISPER_WINDOW_FRAMES] += weight[:, None] * window_states
         return states[:needed]
+
+
+def _digest(samples: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _tiny_en_model_dir() -> Path:

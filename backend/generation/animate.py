@@ -50,8 +50,21 @@ class Animator:
 
     def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
-        return audio_conditioning(self.speech_features(audio_16k), audio_16k, options,
-                                  self.bundle.feature_extractor)
+        features = self.speech_features(audio_16k)
+        return audio_conditioning(features, audio_16k, options, self.bundle.feature_extractor,
+                                  self.language(audio_16k, options)["code"])
+
+    def language(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
+        """{"code": ISO code or None (unknown), "probability": float or None, "detected": bool}:
+        options.language, or with "auto" Whisper's own guess (a multilingual encoder only;
+        after speech_features on the same audio it costs ~0.03 s)."""
+        if options.language != "auto":
+            return {"code": options.language, "probability": None, "detected": False}
+        detect = getattr(self.extractor, "detect_language", None)
+        found = detect(audio_16k) if detect is not None else None
+        if found is None:
+            return {"code": None, "probability": None, "detected": False}
+        return {"code": found[0], "probability": round(found[1], 3), "detected": True}
 
     def animate(self, request: AnimateRequest, progress: Callable[[str, float], None] | None = None
                 ) -> tuple[Motion, np.ndarray, object]:
@@ -71,6 +84,7 @@ class Animator:
         report("features", 0.1)
         started = time.perf_counter()
         conditioning = self.audio_conditioning(audio, request.options)
+        language = self.language(audio, request.options)
         feature_seconds = time.perf_counter() - started
         report("sampling", 0.3)
         motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,
@@ -79,7 +93,8 @@ class Animator:
                                      "reference": reference.source,
                                      "image_size": list(reference.image_size),
                                      "model": self.model_path.name,
-                                     "features": self.bundle.feature_extractor},
+                                     "features": self.bundle.feature_extractor,
+                                     "language": language},
                                  lambda done: report("sampling", 0.3 + 0.7 * done))
         sampling_seconds = time.perf_counter() - started - feature_seconds
         motion.meta["timing_s"] = {"features": round(feature_seconds, 3),

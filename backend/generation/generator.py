@@ -6,6 +6,7 @@ is no seam, and only one window is in memory at a time.
 """
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,8 @@ class GenerationOptions:
     audio_delay: int = 1          # frames the motion lags the audio features (chosen on dev)
     bilabials: str = "auto"       # where guidance learns of p, b, m: "auto" = the detector shipped
     #                               for the model's features (PocketSphinx if none), "pocketsphinx"
+    language: str = "auto"        # of the speech: "auto" = Whisper's guess, or an ISO code ("fr");
+    #                               English-only parts (PocketSphinx) run on English alone
 
     def validate(self) -> None:
         for name in ("expressiveness", "head_motion", "lips", "upper_face"):
@@ -51,6 +54,9 @@ class GenerationOptions:
             raise ValueError(f"lip_sharpen must be between 0 and 1, got {self.lip_sharpen}")
         if not 1 <= self.steps <= 100:
             raise ValueError(f"steps must be between 1 and 100, got {self.steps}")
+        if self.language != "auto" and not re.fullmatch(r"[a-z]{2,3}", self.language):
+            raise ValueError(f"language must be 'auto' or an ISO 639 code such as 'en' or "
+                             f"'fr', got {self.language!r}")
         if self.bilabials not in BILABIAL_SOURCES:
             raise ValueError(f"bilabials must be one of {', '.join(BILABIAL_SOURCES)}, "
                              f"got {self.bilabials!r}")

@@ -1,10 +1,14 @@
 """Generated canonical motion -> a motion file in the reference image's pixel frame."""
 
+import logging
+
 import numpy as np
 
 from backend.generation.generator import GenerationOptions, MotionGenerator
 from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relative
 from retarget.motion_file import Motion
+
+log = logging.getLogger(__name__)
 
 MODEL_FPS = 25.0
 CHUNK_FRAMES = 4096
@@ -12,14 +16,16 @@ SILENT_DB = -55.0   # frame loudness (dBFS, after normalisation to -23 LUFS) tak
 
 
 def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions,
-                       feature_names: str = "") -> dict:
+                       feature_names: str = "", language: str | None = None) -> dict:
     """What the generator takes from the audio, as `generate` keyword arguments: the speech
     features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,).
 
     feature_names is the model's feature extractor. The bilabials come from its last column
     when that is "bilabials"; else, with options.bilabials "auto", from the detector shipped
     for those features (backend.features.bilabials), and from PocketSphinx when there is none
-    or options.bilabials is "pocketsphinx"."""
+    or options.bilabials is "pocketsphinx". PocketSphinx knows English phones only: for
+    speech in another `language` (an ISO code; None = unknown) the detector is used, or no
+    bilabial guidance when there is no detector."""
     from backend.media.audio import frame_rms_db
 
     frames = len(features)
@@ -32,9 +38,15 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     elif options.closure_guidance > 0:
         from backend.features.bilabials import bilabial_frames, shipped_detector
 
-        detector = shipped_detector(feature_names) if options.bilabials == "auto" else None
-        if detector is not None:
+        english = language in (None, "en")
+        detector = shipped_detector(feature_names)
+        if options.bilabials == "pocketsphinx" and not english:
+            log.warning("PocketSphinx recognises English phones; for %r speech the lips learn "
+                        "of p, b, m from the detector instead", language)
+        if detector is not None and (options.bilabials == "auto" or not english):
             bilabials = detector(features)
+        elif not english:
+            bilabials = None
         else:
             bilabials = np.zeros(frames, np.float32)
             found = bilabial_frames(audio_16k, MODEL_FPS)[:frames]

@@ -46,7 +46,7 @@ ERROR_CODES = (BAD_REQUEST, UNSUPPORTED_VERSION, TOO_LARGE, BUSY, BAD_AUDIO, BAD
 OPTION_TYPES = {"seed": int, "expressiveness": float, "head_motion": float, "lips": float,
                 "upper_face": float, "blink": bool, "steps": int, "lip_contact": float,
                 "lip_sharpen": float, "closure_guidance": float, "audio_delay": int,
-                "bilabials": str}
+                "bilabials": str, "language": str}
 
 
 class ProtocolError(ValueError):
