@@ -1,5 +1,10 @@
 """`dimitra`: the command line. Each subcommand parses its options and hands them to one
-function of the package that does the work; nothing else happens here."""
+function of the package that does the work; nothing else happens here.
+
+Errors: `main` answers an error whose message is meant for the user (a bad input, no server)
+with one line on stderr, `dimitra COMMAND: message`, and exit status 2; any other failure with
+one line that calls it unexpected, and status 1. `--debug` (anywhere on the line) shows the
+Python traceback instead."""
 
 import argparse
 import json
@@ -10,11 +15,36 @@ from pathlib import Path
 # it loads torch, which `dimitra client` must not need (a test keeps them equal).
 DEFAULT_STEPS = 2
 BILABIAL_SOURCES = ("auto", "pocketsphinx")
+# The packages whose own exception classes (AudioError, ReferenceFaceError, BakeError, RigError,
+# ServiceError, ...) carry a message for the user, and whose plain ValueError/RuntimeError do.
+PROJECT_PACKAGES = ("backend", "retarget", "blender_addon")
+
+
+class UsageError(ValueError):
+    """Options that do not go together, or an input that is not there: `main` prints the
+    message after `dimitra COMMAND:` and exits 2."""
+
+
+def _check_dataset(dataset: str) -> None:
+    """A folder `dimitra prepare` wrote, or a UsageError that says how to get one."""
+    from backend.dataset.index import INDEX_NAME
+
+    path = Path(dataset)
+    if not path.is_dir():
+        raise UsageError(f"{dataset}: no such folder; give a dataset folder written by "
+                         f"`dimitra prepare VIDEOS --out {dataset}`")
+    if not (path / INDEX_NAME).is_file():
+        raise UsageError(f"{dataset}: not a prepared dataset (no {INDEX_NAME}); run "
+                         f"`dimitra prepare VIDEOS --out {dataset}` first")
 
 
 def _prepare(args) -> int:
     from backend.dataset.prepare import run_prepare, summary_table
 
+    missing = [path for path in args.inputs if not Path(path).exists()]
+    if missing:
+        raise UsageError(f"{', '.join(missing)}: no such file or folder; give videos, folders "
+                         "of videos, or a manifest.csv")
     records = run_prepare(args.inputs, args.out, jobs=args.jobs, features=tuple(args.features),
                           split=args.split, progress=not args.quiet)
     print(summary_table(records))
@@ -26,12 +56,13 @@ def _eval(args) -> int:
 
     if args.pred:
         if not args.truth:
-            sys.exit("dimitra eval: --pred needs --truth (a prepared clip .npz)")
+            raise UsageError("--pred needs --truth (a prepared clip .npz)")
         result = evaluate_files(args.pred, args.truth)
         print(json.dumps(result, indent=1))
     else:
         if not args.dataset:
-            sys.exit("dimitra eval: give a prepared DATASET folder, or --pred and --truth")
+            raise UsageError("give a prepared DATASET folder, or --pred and --truth")
+        _check_dataset(args.dataset)
         if args.fold_models:
             from backend.evaluation.report import evaluate_folds, format_folds_table
 
@@ -77,8 +108,11 @@ def _git_commit() -> str:
 def _train(args) -> int:
     if args.command == "train-bilabials":
         from backend.training.bilabials import main as train_main
+        from backend.training.bilabials import parse_args
     else:
         from backend.training.train import main as train_main
+        from backend.training.train import parse_args
+    _check_dataset(parse_args(args.train_args).dataset)  # -h and bad options exit here, as there
     return train_main(args.train_args) or 0
 
 
@@ -129,19 +163,14 @@ def _proxy(args) -> int:
 
 
 def _client(args) -> int:
-    from backend.protocol.client import ServiceError
     from backend.service.remote import curve_keys, remote_animate, remote_info
 
     curve = curve_keys(args.server_key, args.client_key)
-    try:
-        if args.client_command == "info":
-            print(json.dumps(remote_info(args.server, curve, args.timeout), indent=1))
-            return 0
-        result = remote_animate(args.audio, args.ref, args.out, _generation_options(args),
-                                args.fps, args.server, curve, args.timeout, not args.quiet)
-    except ServiceError as error:
-        print(f"dimitra client: {error}", file=sys.stderr)
-        return 2
+    if args.client_command == "info":  # a ServiceError is main's to word, like any other
+        print(json.dumps(remote_info(args.server, curve, args.timeout), indent=1))
+        return 0
+    result = remote_animate(args.audio, args.ref, args.out, _generation_options(args),
+                            args.fps, args.server, curve, args.timeout, not args.quiet)
     summary = result.summary
     print(f"{args.out}: {summary['frames']} frames at {summary['fps']:g} fps "
           f"({summary['duration_s']:.1f} s) from {summary.get('server_id', args.server)} "
@@ -179,9 +208,7 @@ def _add_bilabials_option(parser: argparse.ArgumentParser) -> None:
 
 def _bake(args) -> int:
     # The one backend -> blender_addon import: a batch bake runs bpy as a module, here.
-    from blender_addon.bake import BakeError, BakeSettings, bake, bake_manifest
-    from retarget.motion_file import MotionFileError
-    from retarget.rig import RigError
+    from blender_addon.bake import BakeSettings, bake, bake_manifest
     from retarget.solve import SolveOptions
 
     strength = {region: value for region, value in (
@@ -192,10 +219,7 @@ def _bake(args) -> int:
         correspondence=args.correspondence, motion=args.motion, model=args.model,
         solve=SolveOptions(strength=strength, smoothing=args.smoothing),
         generation=_generation_options(args))
-    try:
-        return _bake_lines(args, settings, bake, bake_manifest)
-    except (BakeError, RigError, MotionFileError) as error:
-        sys.exit(f"dimitra bake: {error}")
+    return _bake_lines(args, settings, bake, bake_manifest)  # main() words BakeError, RigError
 
 
 def _bake_lines(args, settings, bake, bake_manifest) -> int:
@@ -207,7 +231,7 @@ def _bake_lines(args, settings, bake, bake_manifest) -> int:
                      else f": {r['error']}"))
         return 0 if all(r["status"] == "ok" for r in reports) else 1
     if not (args.audio and args.out):
-        sys.exit("dimitra bake: give AUDIO and --out, or --manifest lines.csv")
+        raise UsageError("give AUDIO and --out, or --manifest lines.csv")
     result = bake(args.audio, args.rig, args.out, settings)
     print(f"{result.out}: {result.frames} frames at {result.fps:g} fps, {result.shape_keys} "
           f"shape keys, {result.bones} bones, correspondence by {result.correspondence.method}, "
@@ -218,6 +242,9 @@ def _bake_lines(args, settings, bake, bake_manifest) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dimitra", description=(
         "Speech audio in, an animated face rig out. Run `dimitra COMMAND -h` for details."))
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the Python traceback (may come anywhere on the "
+                             "line)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     prepare = commands.add_parser(
@@ -375,13 +402,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    end = argv.index("--") if "--" in argv else len(argv)
+    debug = "--debug" in argv[:end]
+    argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]  # after the command too
     args, rest = build_parser().parse_known_args(argv)
     if args.command in ("train", "train-bilabials"):
         args.train_args = rest  # the training script owns its options (`dimitra train -h`)
     elif rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.run(args)
+    if debug:
+        return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"\ndimitra {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure gets one line; --debug re-raises
+        status, message = _error_line(error)
+        print(f"dimitra {args.command}: {message}", file=sys.stderr)
+        return status
+
+
+def _error_line(error: Exception) -> tuple[int, str]:
+    """(exit status, message) for an error that reached `main`: 2 and the message itself when
+    it was written for the user (the project's own error classes; a ValueError, RuntimeError or
+    OSError the project raised; an OSError that names its file), 1 for anything else: a failure
+    that says it is unexpected, and how to see more."""
+    text = str(error).strip() or type(error).__name__
+    own_class = (isinstance(error, UsageError)
+                 or type(error).__module__.split(".")[0] in PROJECT_PACKAGES)
+    if own_class or (isinstance(error, (ValueError, RuntimeError, OSError))
+                     and _raised_by_project(error)):
+        return 2, text
+    if isinstance(error, OSError) and error.filename is not None:
+        return 2, f"{error.filename}: {error.strerror or text}"
+    first = text.splitlines()[0]
+    return 1, (f"unexpected error: {type(error).__name__}: {first} (run with --debug for the "
+               "traceback, and please report it)")
+
+
+def _raised_by_project(error: Exception) -> bool:
+    """Whether a `raise` statement of the project's own code raised `error` (a sentence written
+    for the user), not a library or a builtin (numpy's "need at least one array ...", which
+    names no frame of its own when it is C)."""
+    import linecache
+
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    try:
+        relative = Path(filename).resolve().relative_to(Path(__file__).resolve().parents[1])
+    except ValueError:
+        return False
+    return (relative.parts[0] in PROJECT_PACKAGES
+            and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise "))
 
 
 if __name__ == "__main__":
