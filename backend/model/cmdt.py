@@ -29,6 +29,7 @@ class CMDTConfig:
     heads: int = 4
     window: int = 100          # frames per window (4 s at 25 fps)
     context: int = 16          # leading frames that may be given (the previous window's tail)
+    dropout: float = 0.0       # on each block's attention and MLP output, in training only
 
     @property
     def motion_dim(self) -> int:
@@ -98,8 +99,9 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class CMDTBlock(nn.Module):
     """Self-attention over the window's frames and an MLP, both under adaLN-Zero."""
 
-    def __init__(self, width: int, heads: int):
+    def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
+        self.drop = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.attention = nn.MultiheadAttention(width, heads, batch_first=True)
         self.norm2 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
@@ -110,8 +112,8 @@ class CMDTBlock(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(c).chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift1, scale1)
-        x = x + gate1[:, None] * self._attend(h, padding)
-        x = x + gate2[:, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        x = x + gate1[:, None] * self.drop(self._attend(h, padding))
+        x = x + gate2[:, None] * self.drop(self.mlp(modulate(self.norm2(x), shift2, scale2)))
         return x
 
     def _attend(self, h: torch.Tensor, padding: torch.Tensor | None) -> torch.Tensor:
@@ -158,7 +160,7 @@ class CMDT(nn.Module):
         self.audio = AudioEncoder(c.audio_dim, c.width)
         self.identity = IdentityEmbedder(c.identity_dim, c.width)
         self.timestep = TimestepEmbedder(c.width)
-        self.blocks = nn.ModuleList(CMDTBlock(c.width, c.heads) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(CMDTBlock(c.width, c.heads, c.dropout) for _ in range(c.depth))
         self.out = RegionHeads(c.width, c.region_dims)
         self._initialise()
 

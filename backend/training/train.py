@@ -61,6 +61,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "F F~voice-high F~voice-low F~room F~noisy F~phone`")
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--depth", type=int, default=4)
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="dropout on each block's attention and MLP output (regularises a "
+                             "model trained on minutes of video)")
     parser.add_argument("--dev-every", type=int, default=500,
                         help="steps between dev evaluations and checkpoints; 0: checkpoint every "
                              "500 steps without dev scores (dev evaluated elsewhere)")
@@ -201,7 +204,8 @@ def main(argv=None) -> None:
         space = fit_space_from_dataset(dataset, settings.window, seed=args.seed, split=train_split)
         model = CMDT(CMDTConfig(region_dims=tuple(space.dims.values()), audio_dim=extractor.dim,
                                 identity_dim=len(space.identity_std), width=args.width,
-                                depth=args.depth, window=settings.window, context=settings.context))
+                                depth=args.depth, window=settings.window, context=settings.context,
+                                dropout=args.dropout))
         state = {"step": 0, "best_score": -1e9, "seconds": 0.0}
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
