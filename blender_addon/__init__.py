@@ -5,7 +5,8 @@ tools from the repository (`blender_addon.bake`); importing it registers nothing
 Layout: scene_inputs (what a Generate reads), generate_job (the background job and its
 ticks), key_writer (keys into new Actions, all or nothing), local_backend (a `dimitra serve`
 started on this machine), landmark_points, operators, panel, preferences, properties,
-blender_api (Blender version differences), rig_reader and bake (shared with batch baking).
+blender_api (Blender version differences), rig_reader, reference_view (the reference render
+and its camera) and bake (shared with batch baking).
 """
 
 

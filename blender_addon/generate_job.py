@@ -2,17 +2,21 @@
 
     main thread                           worker thread
     -----------                           -------------
-    tick: render the reference face  -->  start (local) backend, `animate` over ZeroMQ,
+    tick: start the worker           -->  start (local) backend, `info` over ZeroMQ
+    tick: read the face's meshes     -->  choose the reference view (reference_view: render
+          (a few per tick)                each likely view, `detect` on the backend, rank by
+                                          the ray hits' fit), `animate` with the chosen render
     tick: progress from the queue    <--  progress(stage, fraction)
-                                          cast rays -> correspondence, solve, plan curves
+                                          solve, plan curves
     tick: write a few curves (budget) <-- solved
     tick: ... sound strip, undo step, done
 
 `tick()` is registered with `bpy.app.timers` in the UI and called in a loop in background
 mode (`run_to_completion`); tests call it directly (timers never fire with `import bpy`).
-Each tick does bounded work (TICK_BUDGET_S of key writing at most; the one exception is the
-reference render, about 0.5 s once per rig and session). Until keys are written the scene is
-untouched; a failure or cancel while writing rolls every change back.
+Each tick does bounded work (TICK_BUDGET_S of reading meshes or writing keys at most): the
+reference renders are numpy, in the worker thread, never Workbench on the main thread. The
+chosen view is kept per rig for the session. Until keys are written the scene is untouched; a
+failure or cancel while writing rolls every change back.
 """
 
 import queue
@@ -24,23 +28,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
-import numpy as np
 
-from backend.protocol.client import CurveKeys, DimitraClient, JobCancelled, ServiceError
-from retarget.correspond import Correspondence, fit_canonical
-from retarget.face import topology
+from backend.protocol.client import (
+    CurveKeys,
+    DimitraClient,
+    JobCancelled,
+    ServiceError,
+    detect_unsupported,
+)
+from backend.protocol.messages import BAD_REFERENCE
+from retarget.correspond import Correspondence
 from retarget.motion_file import Motion, MotionFileError, load_motion
 from retarget.rig import RigDescription, RigError
 from retarget.solve import SolveOptions, solve
 
 from . import blender_api, local_backend
-from .bake import MIN_HITS, VIEWS, canonical_reference, cast_rays, render_reference
 from .key_writer import KeyWriter, plan_curves
+from .reference_view import (
+    Snapshot,
+    ViewChoice,
+    canonical_reference,
+    choose_view,
+    likely_views,
+    read_mesh,
+    render_objects,
+)
 from .scene_inputs import Audio, FaceInputs, GenerateSettings
 
 TICK_S = 0.05              # timer interval while a job runs
-TICK_BUDGET_S = 0.012      # key writing per tick: under 30 ms a tick even when a slice
-                           # runs long (the worker thread holds the GIL at times)
+TICK_BUDGET_S = 0.012      # mesh reading or key writing per tick: under 30 ms a tick even
+                           # when a slice runs long (the worker thread holds the GIL at times)
 REQUEST_TIMEOUT_S = 3.0    # a backend must accept a job this fast ...
 SERVER_SILENCE_S = 5.0     # ... and never stay silent longer during one
 FACE_REGIONS = ("mouth", "eyes", "gaze", "brows")   # what `strength` scales
@@ -72,11 +89,12 @@ class GeneratedResult:
     audio_name: str
     settings: GenerateSettings
     report: dict = field(default_factory=dict)
+    view: ViewChoice | None = None          # the reference view the motion was made from
 
 
 # Action name -> its result, for this Blender session.
 RESULTS: dict[str, GeneratedResult] = {}
-_render_cache: dict[tuple, tuple] = {}   # rig fingerprint -> (image bytes, rays function)
+_views: dict[str, ViewChoice] = {}   # what was drawn (Snapshot.fingerprint) -> the view chosen
 
 
 def solve_options(settings: GenerateSettings) -> SolveOptions:
@@ -85,7 +103,7 @@ def solve_options(settings: GenerateSettings) -> SolveOptions:
 
 
 class GenerateJob:
-    """States: render -> waiting -> writing -> done | failed | cancelled."""
+    """States: reading -> waiting -> writing -> done | failed | cancelled."""
 
     def __init__(self, settings: GenerateSettings, face: FaceInputs, audio: Audio | None,
                  backend: Backend | None, scene, cached: GeneratedResult | None = None,
@@ -94,8 +112,8 @@ class GenerateJob:
         replacing: the Action the result takes the place of."""
         self.settings, self.face, self.audio, self.backend = settings, face, audio, backend
         self.scene, self.cached, self.replacing = scene, cached, replacing
-        self.state = "render" if cached is None else "waiting"
-        self.stage, self.fraction = ("rendering the face" if cached is None else "solving"), 0.0
+        self.state = "reading" if cached is None else "waiting"
+        self.stage, self.fraction = ("reading the face" if cached is None else "solving"), 0.0
         self.message = ""               # the final report (or error) for the artist
         self.warnings: list[str] = list(audio.warnings) if audio else []
         self.actions: list[str] = []
@@ -110,7 +128,10 @@ class GenerateJob:
         self._result: GeneratedResult | None = None
         self._modes = ({b.name: b.rotation_mode for b in face.armature.pose.bones}
                        if face.armature is not None else {})
-        self._image: queue.Queue = queue.Queue()   # the reference render, to the worker
+        self._to_read: list | None = None          # meshes the reference render draws, unread
+        self._parts: list = []
+        self._snapshot: queue.Queue = queue.Queue()   # what the renders draw, to the worker
+        self.view: ViewChoice | None = cached.view if cached is not None else None
         if cached is not None:
             self._start_worker()
 
@@ -146,18 +167,20 @@ class GenerateJob:
         return None if self.finished else TICK_S
 
     def _tick(self) -> None:
-        if self._cancel.is_set() and self.state in ("render", "writing"):
+        if self._cancel.is_set() and self.state in ("reading", "writing"):
             self.abort()
             return
-        if self.state == "render":
-            if self._worker is None:   # it reaches the backend while this thread renders
+        if self.state == "reading":
+            if self._worker is None:   # it reaches the backend while this thread reads
                 self._start_worker()
+                self._to_read = render_objects(self.face.rig, self.face.meshes)
                 return
-            if not self._worker.is_alive():   # the backend failed already: no render needed
+            if not self._worker.is_alive():   # the backend failed already: nothing to read
                 self.state = "waiting"
                 return
-            self._image.put(self._render_reference())
-            self.state = "waiting"
+            if self._read_meshes(TICK_BUDGET_S):
+                self._snapshot.put(Snapshot(self._parts))
+                self.state = "waiting"
         elif self.state == "waiting":
             self._drain()
         elif self.state == "writing":
@@ -177,19 +200,17 @@ class GenerateJob:
                 self.cancel()
                 deadline = None
 
-    def _render_reference(self) -> bytes:
-        rig, armature = self.face.rig, self.face.armature
-        fingerprint = (tuple(rig.mesh_names), rig.armature, rig.vertices.shape,
-                       hash(rig.vertices.tobytes()))
-        if fingerprint not in _render_cache:
-            with tempfile.TemporaryDirectory(prefix="dimitra-") as work:
-                image = Path(work) / "reference.png"
-                forward, up = (np.array(v, float) for v in VIEWS[0])
-                rays = render_reference(rig, armature, forward, up, image)
-                _render_cache.clear()    # one rig at a time: renders are cheap to redo
-                _render_cache[fingerprint] = (image.read_bytes(), rays)
-        image, self._rays = _render_cache[fingerprint]
-        return image
+    def _read_meshes(self, budget_s: float) -> bool:
+        """Copy the next meshes the reference renders draw (at least one, then while within
+        budget_s); True once all are read."""
+        started = time.perf_counter()
+        while self._to_read:
+            part = read_mesh(self._to_read.pop(0))
+            if part is not None:
+                self._parts.append(part)
+            if time.perf_counter() - started > budget_s:
+                break
+        return not self._to_read
 
     def _drain(self, limit: int = 50) -> None:
         for _ in range(limit):
@@ -269,7 +290,8 @@ class GenerateJob:
             if self.cached is not None:
                 motion, correspondence = self.cached.motion, self.cached.correspondence
             else:
-                motion, correspondence = self._generate(audio)
+                motion, self.view = self._generate(audio)
+                correspondence = self.view.correspondence
             if self._cancel.is_set():
                 raise JobCancelled()
             self._messages.put(("progress", ("solving", 0.85)))
@@ -282,7 +304,7 @@ class GenerateJob:
                 self.face.armature.name if self.face.armature is not None else None,
                 cached.start_frame if cached else self.audio.start_frame,
                 cached.audio_name if cached else self.audio.name, self.settings,
-                animation.report)
+                animation.report, self.view)
             self._messages.put(("solved", (curves, result)))
         except JobCancelled:
             self._messages.put(("cancelled", None))
@@ -297,19 +319,19 @@ class GenerateJob:
             self._messages.put(("failed", (f"Dimitra failed unexpectedly: {error!r}; the "
                                            "console has the details")))
 
-    def _wait_for_image(self) -> bytes:
+    def _wait_for_snapshot(self) -> Snapshot:
         while True:
             if self._cancel.is_set():
                 raise JobCancelled()
             try:
-                return self._image.get(timeout=0.1)
+                return self._snapshot.get(timeout=0.1)
             except queue.Empty:
                 continue
 
     def _progress(self, stage: str, fraction: float) -> None:
         self._messages.put(("progress", (stage, 0.05 + 0.75 * float(fraction))))
 
-    def _generate(self, audio: bytes) -> tuple[Motion, Correspondence]:
+    def _generate(self, audio: bytes) -> tuple[Motion, ViewChoice]:
         self._messages.put(("progress", ("connecting to the backend", 0.02)))
         address = self.backend.connect(self._cancel.is_set)
         options = self.settings.generation_options()
@@ -317,29 +339,67 @@ class GenerateJob:
         with DimitraClient(address, timeout=REQUEST_TIMEOUT_S, server_silence=SERVER_SILENCE_S,
                            curve=self.backend.curve) as client:
             client.info()     # an unreachable backend is reported now, not after the render
-            image = self._wait_for_image()
+            snapshot = self._wait_for_snapshot()
             try:
-                result = client.animate(audio, image, options, fps, True, self._progress,
-                                        self._cancel.is_set)
+                view = self._choose_view(client, snapshot)
             except ServiceError as error:
-                if error.code != "bad_reference":
+                if not detect_unsupported(error):
                     raise
-                result = None   # no face found on the render: a stylised character
-            correspondence = None
-            if result is not None and result.reference_points is not None:
-                correspondence = cast_rays(self.face.rig, self._rays(
-                    np.asarray(result.reference_points, dtype=np.float64)))
-                if correspondence.valid[:topology.NUM_MESH_LANDMARKS].sum() < MIN_HITS:
-                    correspondence = None   # the rays found some other face
-            if correspondence is None:
-                forward, up = (np.array(v, float) for v in VIEWS[0])
-                correspondence, _ = fit_canonical(self.face.rig, forward, up)
-                if result is None:
-                    with tempfile.TemporaryDirectory(prefix="dimitra-") as work:
-                        reference = canonical_reference(Path(work) / "canonical.npz")
-                        result = client.animate(audio, reference.read_bytes(), options, fps,
-                                                False, self._progress, self._cancel.is_set)
-        return _motion_from_bytes(result.motion), correspondence
+                return self._generate_legacy(client, snapshot, audio)
+            reference = view.image if view.image is not None else canonical_reference()
+            result = client.animate(audio, reference, options, fps, False, self._progress,
+                                    self._cancel.is_set)
+        return _motion_from_bytes(result.motion), view
+
+    def _choose_view(self, client: DimitraClient, snapshot: Snapshot) -> ViewChoice:
+        """reference_view.choose_view, the backend's `detect` finding the face on each render;
+        kept for the session (one rig at a time)."""
+        key = snapshot.fingerprint()
+        if key in _views:
+            return _views[key]
+
+        def detect(image: bytes):
+            try:
+                return client.detect(image, self._cancel.is_set).points
+            except JobCancelled:
+                raise
+            except ServiceError as error:
+                if error.code == BAD_REFERENCE:
+                    return None   # no face on this render
+                raise
+        view = choose_view(self.face.rig, snapshot, detect, self._view_progress)
+        _views.clear()
+        _views[key] = view
+        return view
+
+    def _view_progress(self, index: int, count: int) -> None:
+        if self._cancel.is_set():
+            raise JobCancelled()
+        self._messages.put(("progress", (f"finding the face (view {index + 1} of {count})",
+                                         0.02 + 0.03 * index / count)))
+
+    def _generate_legacy(self, client: DimitraClient, snapshot: Snapshot,
+                         audio: bytes) -> tuple[Motion, ViewChoice]:
+        """A server older than `detect`: the likeliest view alone, its landmarks from
+        `animate` (no ranking: docs/PROTOCOL.md)."""
+        options, fps = self.settings.generation_options(), self.face.rig.fps
+        results = []
+
+        def detect_by_animating(image: bytes):
+            try:
+                results.append(client.animate(audio, image, options, fps, True,
+                                              self._progress, self._cancel.is_set))
+            except ServiceError as error:
+                if error.code != BAD_REFERENCE:
+                    raise
+                return None
+            return results[-1].reference_points
+        view = choose_view(self.face.rig, snapshot, detect_by_animating, self._view_progress,
+                           views=likely_views(self.face.rig)[:1])
+        if not results:   # no face on the render: generate from the canonical face
+            results.append(client.animate(audio, canonical_reference(), options, fps, False,
+                                          self._progress, self._cancel.is_set))
+        return _motion_from_bytes(results[-1].motion), view
 
 
 def _motion_from_bytes(data: bytes) -> Motion:

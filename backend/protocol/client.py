@@ -69,7 +69,20 @@ class AnimateResult:
     latency_s: float                        # request sent -> result received
 
 
+@dataclass
+class DetectResult:
+    job_id: str
+    points: np.ndarray                      # (478, 2) float32, the picture's pixels
+    summary: dict                           # image_size, server_id, worker_pid
+    latency_s: float
+
+
 ProgressCallback = Callable[[str, float], None]
+
+
+def detect_unsupported(error: ServiceError) -> bool:
+    """The server predates `detect` (docs/PROTOCOL.md): it refused the message type."""
+    return error.code == m.BAD_REQUEST and error.field == "type"
 
 
 class DimitraClient:
@@ -185,6 +198,26 @@ class DimitraClient:
         request = m.AnimateRequest(m.new_id(), _read(audio, "audio"), _read(reference, "reference"),
                                    dict(options or {}), float(fps), correspondence)
         started = time.monotonic()
+        reply = self._job(request, progress, cancel)
+        return AnimateResult(reply.job_id, reply.motion, reply.reference_points, reply.summary,
+                             time.monotonic() - started)
+
+    def detect(self, picture: bytes | str | Path,
+               cancel: Callable[[], bool] | None = None) -> DetectResult:
+        """The landmarks of the one main face in a picture (bytes or path), nothing generated.
+        A picture without a usable face raises ServiceError `bad_reference`; a server older
+        than `detect` raises ServiceError `bad_request` with field 'type' (see
+        `detect_unsupported`). Not retried."""
+        request = m.DetectRequest(m.new_id(), _read(picture, "picture"))
+        started = time.monotonic()
+        reply = self._job(request, None, cancel)
+        return DetectResult(reply.job_id, np.array(reply.points), reply.summary,
+                            time.monotonic() - started)
+
+    def _job(self, request: m.Message, progress: ProgressCallback | None,
+             cancel: Callable[[], bool] | None) -> m.Message:
+        """Send a job request and follow it to its end: the final reply (Result, Detected);
+        errors raise. Heartbeats both ways, cancel repeated until the job ends."""
         self._send(request)
         reply = self._receive(self.timeout, request.request_id)
         if reply is None:
@@ -200,11 +233,11 @@ class DimitraClient:
                     progress("queued" if reply.queue_position else "started", 0.0)
             elif isinstance(reply, m.Progress) and progress is not None:
                 progress(reply.stage, reply.fraction)
-            elif isinstance(reply, m.Result):
-                return AnimateResult(reply.job_id, reply.motion, reply.reference_points,
-                                     reply.summary, time.monotonic() - started)
+            elif isinstance(reply, (m.Result, m.Detected)):
+                return reply
             elif reply is not None and not isinstance(reply, (m.Heartbeat, m.Progress)):
-                self._check(reply, m.Result)
+                self._check(reply, m.Result if isinstance(request, m.AnimateRequest)
+                            else m.Detected)
             now = time.monotonic()
             if now - last_beat >= HEARTBEAT_S:
                 self._send(m.Heartbeat(request.request_id))

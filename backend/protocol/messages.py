@@ -213,6 +213,30 @@ class AnimateRequest(Message):
 
 
 @dataclass
+class DetectRequest(Message):
+    """client -> server: the landmarks of the one main face in a picture, no generation.
+    Frames: header, picture (JPEG, PNG, WebP, BMP, or a neutral-face .npz).
+
+    Clients that render a character from several sides send each render, rank the answers
+    and then `animate` with the best one (docs/PROTOCOL.md). Servers before this message
+    answer `bad_request` with field `type`.
+    """
+    picture: bytes = b""
+    type: ClassVar[str] = "detect"
+    parts: ClassVar[tuple[str, ...]] = ("picture",)
+
+    def binary_parts(self) -> list[bytes]:
+        return [self.picture]
+
+    @classmethod
+    def from_parts(cls, header: dict, parts: list[bytes]) -> "DetectRequest":
+        if not parts[0]:
+            raise ProtocolError("the picture frame is empty; send the bytes of the picture",
+                                "picture", request_id=header["request_id"])
+        return cls(header["request_id"], bytes(parts[0]))
+
+
+@dataclass
 class CancelRequest(Message):
     """client -> server: stop job `job_id`; the job's request then ends with error `cancelled`."""
     job_id: str = ""
@@ -313,14 +337,46 @@ class Result(Message):
         request_id = header["request_id"]
         points = None
         if _get(header, "reference_points", bool, request_id):
-            expected = LANDMARK_COUNT * 2 * 4
-            if len(parts[1]) != expected:
-                raise ProtocolError(f"reference_points must be {expected} bytes "
-                                    f"((478, 2) float32), got {len(parts[1])}",
-                                    "reference_points", request_id=request_id)
-            points = np.frombuffer(bytes(parts[1]), dtype="<f4").reshape(LANDMARK_COUNT, 2)
+            points = _points(parts[1], "reference_points", request_id)
         return cls(request_id, _get(header, "job_id", str, request_id), bytes(parts[0]), points,
                    _get(header, "summary", dict, request_id))
+
+
+@dataclass
+class Detected(Message):
+    """server -> client: the answer to `detect`. Frames: header, points.
+
+    points: (478, 2) float32, the face's landmarks in the picture's pixels (x right, y down);
+    summary: `image_size` [w, h], `server_id`, `worker_pid`. No face is an `error`
+    `bad_reference`, as for `animate`.
+    """
+    job_id: str = ""
+    points: np.ndarray | None = None
+    summary: dict = field(default_factory=dict)
+    type: ClassVar[str] = "detected"
+    parts: ClassVar[tuple[str, ...]] = ("points",)
+
+    def header(self) -> dict:
+        return {**super().header(), "job_id": self.job_id, "summary": self.summary}
+
+    def binary_parts(self) -> list[bytes]:
+        return [np.ascontiguousarray(self.points, dtype="<f4").tobytes()]
+
+    @classmethod
+    def from_parts(cls, header: dict, parts: list[bytes]) -> "Detected":
+        request_id = header["request_id"]
+        return cls(request_id, _get(header, "job_id", str, request_id),
+                   _points(parts[0], "points", request_id),
+                   _get(header, "summary", dict, request_id))
+
+
+def _points(frame: bytes, name: str, request_id: str | None) -> np.ndarray:
+    """(478, 2) float32 landmarks from a frame of little-endian float32."""
+    expected = LANDMARK_COUNT * 2 * 4
+    if len(frame) != expected:
+        raise ProtocolError(f"{name} must be {expected} bytes ((478, 2) float32), got "
+                            f"{len(frame)}", name, request_id=request_id)
+    return np.frombuffer(bytes(frame), dtype="<f4").reshape(LANDMARK_COUNT, 2)
 
 
 @dataclass
@@ -353,8 +409,11 @@ class Error(Message):
         return [_header_frame(header)]
 
 
-REQUESTS = {m.type: m for m in (InfoRequest, AnimateRequest, CancelRequest, Heartbeat)}
-REPLIES = {m.type: m for m in (ServerInfo, Accepted, Progress, Result, Error, Heartbeat)}
+REQUESTS = {m.type: m for m in (InfoRequest, AnimateRequest, DetectRequest, CancelRequest,
+                                 Heartbeat)}
+REPLIES = {m.type: m for m in (ServerInfo, Accepted, Progress, Result, Detected, Error,
+                               Heartbeat)}
+JOB_REQUESTS = (AnimateRequest, DetectRequest)   # queued for a worker: `accepted`, then an end
 
 
 def decode(body: list[bytes], kinds: dict[str, type[Message]]) -> Message:

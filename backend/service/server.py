@@ -2,9 +2,9 @@
 
 One thread owns a ROUTER socket facing clients (bound, or connected to a zmq.proxy's back
 end) and a ROUTER socket facing the worker processes, and polls both: it validates every
-request before a worker sees it, answers `info` itself, queues `animate` jobs (bounded: past
-the queue a `busy` error), hands them to idle workers, relays progress and results, and sends
-heartbeats to clients with open jobs. A job whose client went away (ZeroMQ says the peer is
+request before a worker sees it, answers `info` itself, queues `animate` and `detect` jobs
+(bounded: past the queue a `busy` error), hands them to idle workers, relays progress and
+results, and sends heartbeats to clients with open jobs. A job whose client went away (ZeroMQ says the peer is
 unreachable, or no word from it for `client_timeout` s) is cancelled, freeing its worker.
 SIGTERM drains: no new jobs, open ones finish, then the workers stop and the server exits 0.
 """
@@ -51,7 +51,7 @@ class Job:
     seq: int
     job_id: str
     envelope: list[bytes]            # routes replies back to the client (through any proxies)
-    request: m.AnimateRequest
+    request: m.AnimateRequest | m.DetectRequest
     worker: bytes | None = None
     cancelled: bool = False
 
@@ -235,7 +235,7 @@ class Server:
             return
         if isinstance(request, m.InfoRequest):
             self._send(envelope, m.ServerInfo(request.request_id, self.info()))
-        elif isinstance(request, m.AnimateRequest):
+        elif isinstance(request, m.JOB_REQUESTS):
             self._accept(envelope, request)
         elif isinstance(request, m.CancelRequest):
             job = self.jobs.get(request.job_id)
@@ -247,7 +247,8 @@ class Server:
                 self._cancel(job, "the job was cancelled at the client's request")
         # Heartbeats need no answer: last_seen is updated above.
 
-    def _accept(self, envelope: list[bytes], request: m.AnimateRequest) -> None:
+    def _accept(self, envelope: list[bytes],
+                request: m.AnimateRequest | m.DetectRequest) -> None:
         if self.draining:
             self._send(envelope, m.Error(request.request_id, m.SHUTTING_DOWN,
                                          "the server is shutting down; send the job to another "
@@ -316,11 +317,15 @@ class Server:
                 job = self.queue.popleft()
                 job.worker, worker.job = worker.identity, job
                 request = job.request
-                settings = {"options": request.options, "fps": request.fps,
-                            "correspondence": request.correspondence}
+                if isinstance(request, m.DetectRequest):
+                    settings, audio, picture = {"kind": "detect"}, b"", request.picture
+                else:
+                    settings = {"options": request.options, "fps": request.fps,
+                                "correspondence": request.correspondence}
+                    audio, picture = request.audio, request.reference
                 self.backend.send_multipart([worker.identity, b"job", str(job.seq).encode(),
-                                             json.dumps(settings).encode(), request.audio,
-                                             request.reference], copy=False)
+                                             json.dumps(settings).encode(), audio, picture],
+                                            copy=False)
 
     def _cancel(self, job: Job, why: str, notify: bool = True) -> None:
         if job.worker is None:                       # still queued: just drop it
@@ -371,6 +376,10 @@ class Server:
             summary["server_id"] = self.server_id
             points = np.frombuffer(points, "<f4").reshape(m.LANDMARK_COUNT, 2) if points else None
             reply = m.Result(request_id, job.job_id, motion, points, summary)
+        elif kind == b"detected":
+            summary = {**json.loads(rest[1]), "server_id": self.server_id}
+            points = np.frombuffer(rest[2], "<f4").reshape(m.LANDMARK_COUNT, 2)
+            reply = m.Detected(request_id, job.job_id, points, summary)
         else:
             error = json.loads(rest[1])
             reply = m.Error(request_id, error["code"], error["message"], job.job_id)

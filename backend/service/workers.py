@@ -5,9 +5,11 @@ loopback TCP where ipc is missing). The frames between them are internal, not th
 protocol of docs/PROTOCOL.md:
 
     server -> worker   [b"job", seq, settings JSON, audio, reference]      | [b"stop"]
+                       (a `detect`: settings {"kind": "detect"}, audio empty, the picture)
     worker -> server   [b"ready", info JSON]                                | [b"failed", message]
                        [b"progress", seq, {"stage", "fraction"}]
                        [b"result", seq, summary JSON, motion .npz, reference points (478,2) <f4]
+                       [b"detected", seq, summary JSON, points (478,2) <f4]
                        [b"error", seq, {"code", "message"}]
 
 Cancelling is a shared integer: the server writes the job's `seq` into it, and the worker's
@@ -119,6 +121,8 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
     _, seq, job, audio, reference = frames
     number = int(seq)
     job = json.loads(job)
+    if job.get("kind") == "detect":
+        return _run_detect(seq, reference)
     hold_s = settings.test_stage_delay_s
 
     def progress(stage: str, fraction: float) -> None:
@@ -160,6 +164,23 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
         traceback.print_exc(file=sys.stderr)
         return _error(seq, m.INTERNAL, f"the server failed on this request ({type(error).__name__}:"
                       f" {error}); its log has the details. Please report it.")
+
+
+def _run_detect(seq: bytes, picture: bytes) -> list[bytes]:
+    """A `detect` job: the main face's landmarks in the picture, as `animate` finds them."""
+    from backend.generation.reference import ReferenceFaceError, load_reference
+
+    try:
+        reference = load_reference(picture)
+    except ReferenceFaceError as error:
+        return _error(seq, m.BAD_REFERENCE, f"picture: {error}")
+    except Exception as error:  # noqa: BLE001 - a bug or an unforeseen input: keep serving
+        traceback.print_exc(file=sys.stderr)
+        return _error(seq, m.INTERNAL, f"the server failed on this picture ({type(error).__name__}:"
+                      f" {error}); its log has the details. Please report it.")
+    points = np.ascontiguousarray(reference.landmarks_px[:, :2], dtype="<f4").tobytes()
+    summary = {"image_size": list(reference.image_size), "worker_pid": os.getpid()}
+    return [b"detected", seq, _json(summary), points]
 
 
 def _hold(seconds: float, cancelled) -> None:

@@ -1,7 +1,7 @@
 """Messy face rigs for the bake tests, built unlike the sample rig: what real files look like.
 
 Other vertex counts (subdivided), units (10x, 0.01x object scale as FBX centimetre imports
-are), axes (modelled facing +X), key names in every common style, viseme-only and VRoid sets,
+are), axes (modelled facing +X, or turned any angle about Z), key names in every common style, viseme-only and VRoid sets,
 keys that move nothing, the same keys spread over head, teeth and lash meshes, animation
 already on the rig, a jaw bone that opens about its local Z, a face driven by bones only, and
 rigs handed over as FBX or glTF instead of .blend, and a jaw bone that deforms the face beside
@@ -44,6 +44,13 @@ MOUTH_KEY = {"arkit": "jawOpen", "prefixed": f"AK_{ARKIT_52.index('jawOpen'):02d
              "vi_visemes": "AA_VI_10_aa", "vroid": "Fcl_MTH_A"}
 MIXAMO_BONES = {"neck": "mixamorig:Neck", "head": "mixamorig:Head", "jaw": "Jaw",
                 "eye.L": "mixamorig:LeftEye", "eye.R": "mixamorig:RightEye"}
+
+
+def facing_turn(degrees: float) -> np.ndarray:
+    """(3, 3) the turn about Z of a rig built with that many degrees (the face looks along
+    facing_turn(degrees) @ (0, -1, 0))."""
+    return axis_angle_to_matrix(np.array([0.0, 0, 1]), np.radians(degrees)) if degrees \
+        else np.eye(3)
 
 
 def key_set(style: str, deltas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -105,8 +112,9 @@ def build_messy_rig(path: Path, style: str = "arkit", scale: float = 1.0,
                     object_scale: float = 1.0, facing_x: bool = False, subdivisions: int = 0,
                     split: bool = False, jaw_about_z: bool = False, bones_only: bool = False,
                     existing_animation: bool = False, idle_keys: bool = False,
-                    jaw_deforms: bool = False, fps: int = 24) -> Path:
-    """Write a rig to `path` (.blend, .fbx or .glb) and return it."""
+                    jaw_deforms: bool = False, fps: int = 24, turn_degrees: float = 0.0) -> Path:
+    """Write a rig to `path` (.blend, .fbx or .glb) and return it. The face looks along -Y
+    (Blender's front), turned about Z by 90° with facing_x, plus turn_degrees."""
     sample = build_sample_face()
     rig = sample.rig
     names = list(ARKIT_52)
@@ -117,7 +125,7 @@ def build_messy_rig(path: Path, style: str = "arkit", scale: float = 1.0,
     for _ in range(subdivisions):
         vertices, triangles, fields = subdivide(vertices, triangles, deltas + [jaw_weights])
         deltas, jaw_weights = fields[:-1], fields[-1]
-    turn = axis_angle_to_matrix(np.array([0.0, 0, 1]), np.pi / 2) if facing_x else np.eye(3)
+    turn = facing_turn(90.0 * facing_x + turn_degrees)
     vertices = vertices @ turn.T * scale
     keyed = key_set(style, {n: d @ turn.T * scale for n, d in zip(names, deltas)})
     if idle_keys:

@@ -19,6 +19,7 @@ EXAMPLES = [
     m.InfoRequest("r1"),
     m.AnimateRequest("r2", b"RIFF....", b"\xff\xd8jpeg", {"seed": 3, "expressiveness": 2.0,
                                                           "blink": False}, 30.0, False),
+    m.DetectRequest("r11", b"\x89PNG...."),
     m.CancelRequest("r3", "job9"),
     m.Heartbeat("r4"),
     m.ServerInfo("r5", {"model": "cmdt_default.safetensors", "limits": {"queue": 2}}),
@@ -27,6 +28,8 @@ EXAMPLES = [
     m.Result("r8", "job1", b"PK\x03\x04npz", np.arange(956, dtype=np.float32).reshape(478, 2),
              {"frames": 50}),
     m.Result("r9", "job1", b"PK\x03\x04npz", None, {"frames": 50}),
+    m.Detected("r12", "job2", np.arange(956, dtype=np.float32).reshape(478, 2),
+               {"image_size": [512, 512]}),
     m.Error("r10", m.BUSY, "all workers are busy", None, None),
 ]
 
@@ -85,6 +88,8 @@ def _header(**fields) -> bytes:
     ([_header(type="animate", fps=0), b"a", b"r"], "fps", m.BAD_REQUEST),
     ([_header(type="animate", fps="25"), b"a", b"r"], "fps", m.BAD_REQUEST),
     ([_header(type="cancel")], "job_id", m.BAD_REQUEST),
+    ([_header(type="detect")], "frames", m.BAD_REQUEST),
+    ([_header(type="detect"), b""], "picture", m.BAD_REQUEST),
     ([b" " * (m.MAX_HEADER_BYTES + 1)], "header", m.BAD_REQUEST),
 ])
 def test_malformed_requests_name_the_field(body, field, code):
@@ -93,6 +98,13 @@ def test_malformed_requests_name_the_field(body, field, code):
     assert caught.value.field == field
     assert caught.value.code == code
     assert field.split(".")[-1] in str(caught.value) or field in ("header", "frames")
+
+
+def test_detected_points_must_be_478_pairs():
+    frames = m.Detected("r", "job", np.zeros((478, 2), np.float32), {}).to_frames()
+    with pytest.raises(m.ProtocolError) as caught:
+        m.decode_reply([frames[0], frames[1][:-8]])
+    assert caught.value.field == "points"
 
 
 def test_a_malformed_request_keeps_its_request_id_for_the_error_reply():

@@ -59,6 +59,27 @@ def test_correspondence_can_be_left_out(server, short_audio, reference_image):
     assert result.reference_points is None and result.motion[:2] == b"PK"
 
 
+def test_detect_finds_the_landmarks_animate_uses(server, short_audio, reference_image):
+    """`detect`: the reference's landmarks alone, what `animate` returns beside the motion."""
+    with DimitraClient(server.address) as client:
+        found = client.detect(reference_image)
+        result = client.animate(short_audio, reference_image)
+    assert found.points.shape == (478, 2) and found.points.dtype == np.float32
+    np.testing.assert_array_equal(found.points, result.reference_points)
+    assert found.summary["image_size"] == result.summary["image_size"]
+    assert found.summary["server_id"] and found.summary["worker_pid"]
+
+
+def test_detect_without_a_face_is_a_bad_reference(server):
+    from PIL import Image
+
+    grey = io.BytesIO()
+    Image.new("RGB", (256, 256), (128, 128, 128)).save(grey, format="PNG")
+    with DimitraClient(server.address) as client, pytest.raises(ServiceError) as caught:
+        client.detect(grey.getvalue())
+    assert caught.value.code == m.BAD_REFERENCE and "no face" in str(caught.value)
+
+
 def test_bad_inputs_get_errors_that_name_them(server, reference_image, short_audio):
     silence_400_s = io.BytesIO()   # silence compresses to almost nothing: a small message
     soundfile.write(silence_400_s, np.zeros(400 * 16_000, np.float32), 16_000, format="FLAC")
