@@ -94,7 +94,7 @@ class GeneratedResult:
 
 # Action name -> its result, for this Blender session.
 RESULTS: dict[str, GeneratedResult] = {}
-_views: dict[str, ViewChoice] = {}   # what was drawn (Snapshot.fingerprint) -> the view chosen
+_views: dict[str, ViewChoice] = {}   # what was drawn and the rig -> the view chosen
 
 
 def solve_options(settings: GenerateSettings) -> SolveOptions:
@@ -354,7 +354,9 @@ class GenerateJob:
     def _choose_view(self, client: DimitraClient, snapshot: Snapshot) -> ViewChoice:
         """reference_view.choose_view, the backend's `detect` finding the face on each render;
         kept for the session (one rig at a time)."""
-        key = snapshot.fingerprint()
+        rig = self.face.rig
+        key = f"{snapshot.fingerprint()} {rig.mesh_names} {rig.vertices.shape} " \
+              f"{rig.triangles.shape}"
         if key in _views:
             return _views[key]
 
@@ -367,7 +369,7 @@ class GenerateJob:
                 if error.code == BAD_REFERENCE:
                     return None   # no face on this render
                 raise
-        view = choose_view(self.face.rig, snapshot, detect, self._view_progress)
+        view = choose_view(rig, snapshot, detect, self._view_progress)
         _views.clear()
         _views[key] = view
         return view

@@ -43,7 +43,7 @@ MIN_HITS = 300   # of the 468 face points: fewer means the rays found some other
 GOOD_FIT = 0.12  # face_misfit below which a view is taken without trying others
 DEFAULT_COLOUR = (0.8, 0.8, 0.8)      # a mesh without material, as Workbench shows it
 BACKGROUND = (0.5, 0.5, 0.5)          # linear grey
-NEAR_FACE = 1.0                       # other meshes within this many face sizes are drawn
+NEAR_FACE = 1.0                       # other meshes within this many face mesh sizes are drawn
 
 # PNG bytes -> (478, 2+) landmarks in its pixels, or None when no usable face is found.
 Detector = Callable[[bytes], "np.ndarray | None"]
@@ -83,8 +83,9 @@ class Snapshot:
 
 def render_objects(rig: RigDescription, face_meshes: list) -> list:
     """The mesh objects a render draws: the face meshes, then every other mesh shown in the
-    viewport and in renders whose bounds come near the face (eyes, teeth, hair, body)."""
-    low, high = _region_box(rig)
+    viewport and in renders whose bounds come near them (eyes, teeth, hair, body). Cheap:
+    bounding boxes only."""
+    low, high = rig.vertices.min(0), rig.vertices.max(0)
     margin = NEAR_FACE * float(np.max(high - low))
     low, high = low - margin, high + margin
     chosen = list(face_meshes)
@@ -421,11 +422,6 @@ def face_region(rig: RigDescription) -> np.ndarray:
         high[up_axis] = max(high[up_axis], jaw.head[up_axis] + (high - low)[up_axis])
         return np.all((rig.vertices >= low) & (rig.vertices <= high), axis=1)
     return np.ones(len(rig.vertices), dtype=bool)
-
-
-def _region_box(rig: RigDescription) -> tuple[np.ndarray, np.ndarray]:
-    points = rig.vertices[face_region(rig)]
-    return points.min(0), points.max(0)
 
 
 def canonical_reference() -> bytes:
