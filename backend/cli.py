@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, help="dataset folder (created or extended)")
     prepare.add_argument("--jobs", type=int, default=0, help="worker processes (default: cores)")
     prepare.add_argument("--features", nargs="+", default=["whisper-tiny-en"],
-                         help="speech feature extractors to cache (default: whisper-tiny-en)")
+                         help="speech feature extractors to cache (default: whisper-tiny-en, the "
+                              "shipped model's; F~VARIANT adds a voice variant for training)")
     prepare.add_argument("--split", default="train",
                          help="split for inputs not from a manifest (default: train)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")

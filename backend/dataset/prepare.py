@@ -26,7 +26,7 @@ from retarget.face.pose import fit_head_pose, head_rotation, relative_pose, to_c
 from retarget.motion_file import Motion, load_motion, save_motion
 
 PIPELINE_VERSION = "prepare-1"
-DEFAULT_FEATURES = ("whisper-tiny-en",)
+DEFAULT_FEATURES = ("whisper-tiny-en",)   # the shipped model's
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"}
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".aac", ".opus")
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps

@@ -20,8 +20,8 @@ from backend.media.audio import SAMPLE_RATE, load_audio
 
 LIBRIVOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / \
     "speech-alignments" / "librivox"
-NAMES = ["whisper-tiny-en", "log-mel"]
-DIMS = {"whisper-tiny-en": 384, "log-mel": 320}
+NAMES = ["whisper-tiny-en", "whisper-base", "log-mel"]
+DIMS = {"whisper-tiny-en": 384, "whisper-base": 512, "log-mel": 320}
 
 
 def speech_like(seconds, seed=0):
