@@ -13,10 +13,11 @@ Neither looks at the truth beyond its first frame, frame rate and length.
 
 import numpy as np
 
+from backend.features.speech_activity import SILENCE_DB, SPEECH_RANGE_DB, frame_loudness_db
 from retarget.face import canonical, pose, topology
 from retarget.motion_file import Motion
 
-from .metrics import SILENCE_DB, SPEECH_RANGE_DB, frame_loudness_db, valid_frames
+from .metrics import valid_frames
 
 # Jaw rotation at full loudness. Chosen on the canonical face, not on any evaluated clip: the
 # lower inner lip (14) sits about 1.0 IOD from the ear axis, so 0.27 rad (15.5°) opens the

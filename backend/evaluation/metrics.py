@@ -19,14 +19,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from backend.media.audio import FLOOR_DB, SAMPLE_RATE, frame_rms_db
+# The speech mask and the loudness it reads live in backend.features.speech_activity; they
+# are importable from here too, as the metrics' own definitions (docs/EVAL.md).
+from backend.features.speech_activity import AUDIO_RATE as AUDIO_RATE
+from backend.features.speech_activity import SILENCE_DB as SILENCE_DB
+from backend.features.speech_activity import SPEECH_RANGE_DB as SPEECH_RANGE_DB
+from backend.features.speech_activity import frame_loudness_db as frame_loudness_db
+from backend.features.speech_activity import speech_frames
 from retarget.face import canonical, measures, pose, topology
 from retarget.motion_file import Motion
 
 METRIC_NAMES = ("aperture_corr", "best_lag", "best_lag_corr", "lve", "closure_recall",
                 "closure_precision", "motion_energy", "head_motion")
 
-AUDIO_RATE = SAMPLE_RATE
 # A standard deviation below this is "no motion" (IOD for mouths, radians for heads): far below
 # tracker jitter (~1e-3 IOD), far above float round-off of a repeated frame (~1e-15).
 FLAT_STD = 1e-6
@@ -39,12 +44,7 @@ MAX_LAG = 10
 CLOSURE_THRESHOLD = 0.025
 CLOSURE_REOPEN = 0.05
 CLOSURE_TOLERANCE = 2
-# Speech: frames within 30 dB of the clip's loud frames (95th percentile of frame RMS), dilated
-# by 80 ms so the silent hold of a stop consonant (the closure of p, b) stays inside speech.
-SPEECH_RANGE_DB = 30.0
-SPEECH_REFERENCE_PERCENTILE = 95.0
-SPEECH_DILATION_S = 0.08
-SILENCE_DB = FLOOR_DB  # the floor of frame_loudness_db: silence, no audio
+
 
 
 class NormalisedSequence(NamedTuple):
@@ -128,30 +128,6 @@ def resample_to(pred_landmarks: np.ndarray, pred_fps: float, n_frames: int,
     f = fraction[between].reshape((-1,) + (1,) * (source.ndim - 1))
     resampled[between] = (1.0 - f) * source[first[between]] + f * source[second[between]]
     return resampled
-
-
-# ---------------------------------------------------------------------------------------------
-# Audio: loudness and the speech mask
-# ---------------------------------------------------------------------------------------------
-
-def frame_loudness_db(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(T,) RMS level in dBFS of each of the truth's n_frames (backend.media.audio's measure);
-    frames the audio does not reach read SILENCE_DB, the floor."""
-    return frame_rms_db(audio_16k, fps, AUDIO_RATE, num_frames=n_frames).astype(np.float64)
-
-
-def speech_frames(audio_16k: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
-    """(T,) bool: frames within SPEECH_RANGE_DB of the clip's loud frames, dilated by 80 ms."""
-    level = frame_loudness_db(audio_16k, n_frames, fps)
-    if n_frames == 0:
-        return np.zeros(0, dtype=bool)
-    reference = np.percentile(level, SPEECH_REFERENCE_PERCENTILE)
-    speech = (level >= reference - SPEECH_RANGE_DB) & (level > SILENCE_DB)
-    radius = round(SPEECH_DILATION_S * fps)
-    if radius > 0 and speech.any():
-        padded = np.pad(speech, radius)
-        speech = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1).any(axis=-1)
-    return speech
 
 
 # ---------------------------------------------------------------------------------------------

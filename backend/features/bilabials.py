@@ -24,13 +24,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from backend.media.audio import frame_rms_db
+from backend.features.speech_activity import holds_no_speech
 from retarget.atomic_file import atomic_path
 
 SAMPLE_RATE = 16_000
 BILABIALS = ("P", "B", "M")
 CHUNK_SECONDS = 30.0
-SILENT_DB = -50.0    # a chunk whose loudest frame is quieter than this holds no speech
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 
 
@@ -153,7 +152,7 @@ def bilabial_frames(samples_16k: np.ndarray, fps: float = 25.0, beam: float = 1e
     for offset in range(0, len(samples_16k), chunk):
         piece = np.clip(samples_16k[offset:offset + chunk], -1, 1)
         # Nothing to find in silence (and the recogniser invents phones in digital zeros).
-        if len(piece) < SAMPLE_RATE // 10 or frame_rms_db(piece, fps).max() < SILENT_DB:
+        if len(piece) < SAMPLE_RATE // 10 or holds_no_speech(piece, fps):
             continue
         decoder.start_utt()
         decoder.process_raw((piece * 32767).astype(np.int16).tobytes(), full_utt=True)

@@ -12,7 +12,6 @@ log = logging.getLogger(__name__)
 
 MODEL_FPS = 25.0
 CHUNK_FRAMES = 4096
-SILENT_DB = -55.0   # frame loudness (dBFS, after normalisation to -23 LUFS) taken as silence
 
 
 def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions,
@@ -26,12 +25,10 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     or options.bilabials is "pocketsphinx". PocketSphinx knows English phones only: for
     speech in another `language` (an ISO code; None = unknown) the detector is used, or no
     bilabial guidance when there is no detector."""
-    from backend.media.audio import frame_rms_db
+    from backend.features.speech_activity import silent_frames
 
     frames = len(features)
-    silence = np.zeros(frames, bool)
-    loudness = frame_rms_db(audio_16k, MODEL_FPS)[:frames]
-    silence[:len(loudness)] = loudness < SILENT_DB
+    silence = silent_frames(audio_16k, frames, MODEL_FPS)
     bilabials = None
     if options.closure_guidance > 0 and feature_names.endswith("bilabials"):
         bilabials = np.ascontiguousarray(features[:, -1])

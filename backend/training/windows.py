@@ -15,7 +15,7 @@ from torch.utils.data import IterableDataset
 
 from backend.dataset.folds import select_clips
 from backend.dataset.index import ClipRecord, SegmentRecord, load_features, load_index
-from backend.evaluation.metrics import speech_frames
+from backend.features.speech_activity import speech_frames
 from backend.model.motion_space import MotionSpace
 from backend.training.av_offsets import shift_features
 from retarget.face import topology
