@@ -141,6 +141,7 @@ def _animate(args) -> int:
 
 
 def _serve(args) -> int:
+    from backend.protocol.constants import PEER_SILENCE_S
     from backend.service.server import ServerConfig, WorkerSettings, serve
 
     model = args.model
@@ -150,7 +151,7 @@ def _serve(args) -> int:
     worker = WorkerSettings(str(model), args.device, args.runtime, args.torch_threads,
                             args.max_audio_seconds)
     client_timeout = args.client_timeout if args.client_timeout is not None else (
-        0.0 if args.connect else 10.0)  # behind a proxy, heartbeats reach a server by chance
+        0.0 if args.connect else PEER_SILENCE_S)  # behind a proxy, heartbeats reach a server by chance
     return serve(ServerConfig(args.bind, args.connect, args.workers, args.queue,
                               args.max_audio_seconds, args.max_message_mb, args.curve_dir,
                               client_timeout, args.drain_timeout, worker))
@@ -163,14 +164,17 @@ def _proxy(args) -> int:
 
 
 def _client(args) -> int:
-    from backend.service.remote import curve_keys, remote_animate, remote_info
+    from backend.protocol.remote import curve_keys, remote_animate, remote_info
+    from retarget.atomic_file import atomic_open
 
     curve = curve_keys(args.server_key, args.client_key)
     if args.client_command == "info":  # a ServiceError is main's to word, like any other
         print(json.dumps(remote_info(args.server, curve, args.timeout), indent=1))
         return 0
-    result = remote_animate(args.audio, args.ref, args.out, _generation_options(args),
-                            args.fps, args.server, curve, args.timeout, not args.quiet)
+    result = remote_animate(args.audio, args.ref, _generation_options(args), args.fps,
+                            args.server, curve, args.timeout, not args.quiet)
+    with atomic_open(args.out) as handle:
+        handle.write(result.motion)
     summary = result.summary
     print(f"{args.out}: {summary['frames']} frames at {summary['fps']:g} fps "
           f"({summary['duration_s']:.1f} s) from {summary.get('server_id', args.server)} "

@@ -6,6 +6,7 @@ import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from backend.protocol.client import CurveKeys
+from backend.protocol.constants import DEFAULT_SERVER
 
 from .generate_job import Backend
 from .scene_inputs import InputError
@@ -25,7 +26,7 @@ class DimitraPreferences(bpy.types.AddonPreferences):
         description="The Python that has Dimitra installed (e.g. .venv/bin/python); the "
                     "add-on runs `python -m backend.cli serve` with it")
     port: IntProperty(name="Local port", default=DEFAULT_PORT, min=1024, max=65535)
-    address: StringProperty(name="Server address", default="tcp://127.0.0.1:5555",
+    address: StringProperty(name="Server address", default=DEFAULT_SERVER,
                             description="tcp://HOST:PORT of a running `dimitra serve`")
     server_key: StringProperty(name="Server public key", subtype="FILE_PATH",
                                description="CurveZMQ: the server's `server.key` (optional)")

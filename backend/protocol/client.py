@@ -21,9 +21,8 @@ import numpy as np
 import zmq
 
 from . import messages as m
+from .constants import DEFAULT_SERVER, HEARTBEAT_S, PEER_SILENCE_S
 
-DEFAULT_SERVER = "tcp://127.0.0.1:5555"
-HEARTBEAT_S = 1.0          # both sides send a heartbeat this often while a job is open
 POLL_S = 0.1               # how often a waiting client checks for cancellation
 
 
@@ -87,7 +86,7 @@ def detect_unsupported(error: ServiceError) -> bool:
 
 class DimitraClient:
     def __init__(self, address: str = DEFAULT_SERVER, timeout: float = 3.0, retries: int = 3,
-                 server_silence: float = 10.0, curve: CurveKeys | None = None,
+                 server_silence: float = PEER_SILENCE_S, curve: CurveKeys | None = None,
                  context: zmq.Context | None = None):
         """timeout: seconds to wait for a first answer, all tries together; retries: tries of
         an idempotent request (`info`); server_silence: seconds without a word from the

@@ -10,6 +10,7 @@ version tag), `type` and `request_id`; binary parts (audio, picture, motion file
 frames, never inside JSON and never pickled.
 
 Imports the standard library and numpy only: the Blender add-on vendors this package.
+The constants (version, limits, error codes) are in `constants`.
 """
 
 import json
@@ -20,25 +21,26 @@ from typing import ClassVar
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
-MAX_HEADER_BYTES = 64 * 1024
-MAX_ID_CHARS = 64
-LANDMARK_COUNT = 478            # MediaPipe Face Mesh points, as in retarget.face.topology
-DELIMITER = b""
-
-# Error codes (docs/PROTOCOL.md, "Errors").
-BAD_REQUEST = "bad_request"                  # malformed frames, JSON or fields
-UNSUPPORTED_VERSION = "unsupported_version"  # another protocol version
-TOO_LARGE = "too_large"                      # over the server's --max-message-mb
-BUSY = "busy"                                # every worker busy and the queue full
-BAD_AUDIO = "bad_audio"                      # undecodable, empty or over --max-audio-seconds
-BAD_REFERENCE = "bad_reference"              # no usable face in the picture / .npz
-CANCELLED = "cancelled"                      # cancelled by the client, or the client went away
-UNKNOWN_JOB = "unknown_job"                  # cancel for a job this server does not hold
-SHUTTING_DOWN = "shutting_down"              # the server is draining after SIGTERM
-INTERNAL = "internal"                        # the server failed; its log says why
-ERROR_CODES = (BAD_REQUEST, UNSUPPORTED_VERSION, TOO_LARGE, BUSY, BAD_AUDIO, BAD_REFERENCE,
-               CANCELLED, UNKNOWN_JOB, SHUTTING_DOWN, INTERNAL)
+# The constants are importable from here as well (messages.BUSY, ...), as the service and the
+# tests use them; their home is .constants.
+from .constants import (  # noqa: F401 (re-exported)
+    BAD_AUDIO,
+    BAD_REFERENCE,
+    BAD_REQUEST,
+    BUSY,
+    CANCELLED,
+    DELIMITER,
+    ERROR_CODES,
+    INTERNAL,
+    LANDMARK_COUNT,
+    MAX_HEADER_BYTES,
+    MAX_ID_CHARS,
+    PROTOCOL_VERSION,
+    SHUTTING_DOWN,
+    TOO_LARGE,
+    UNKNOWN_JOB,
+    UNSUPPORTED_VERSION,
+)
 
 # Generation options an `animate` request may carry, with their JSON types. They mirror
 # backend.generation.generator.GenerationOptions (a test keeps the two equal); ranges are

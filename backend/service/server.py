@@ -25,7 +25,19 @@ import numpy as np
 import zmq
 
 from backend.protocol import messages as m
-from backend.protocol.client import HEARTBEAT_S
+from backend.protocol.constants import (
+    DEFAULT_SERVER,
+    HEARTBEAT_S,
+    PEER_SILENCE_S,
+    WORKER_DETECTED,
+    WORKER_FAILED,
+    WORKER_JOB,
+    WORKER_PROGRESS,
+    WORKER_READY,
+    WORKER_RESULT,
+    WORKER_STOP,
+    worker_identity,
+)
 from backend.service.workers import WorkerSettings, start_worker
 
 POLL_MS = 100
@@ -34,14 +46,14 @@ READY_TIMEOUT_S = 300.0     # loading the model on a cold machine
 
 @dataclass
 class ServerConfig:
-    bind: str = "tcp://127.0.0.1:5555"
+    bind: str = DEFAULT_SERVER
     connect: str | None = None       # a zmq.proxy's back end to serve behind, instead of bind
     workers: int = 1
     queue: int = 8                   # jobs waiting for a worker; past this, `busy`
     max_audio_seconds: float = 600.0
     max_message_mb: float = 64.0
     curve_dir: str | None = None
-    client_timeout: float = 10.0     # s without a word from a client before its jobs stop; 0 = never
+    client_timeout: float = PEER_SILENCE_S   # s without a word from a client before its jobs stop; 0 = never
     drain_timeout: float = 600.0     # s SIGTERM waits for open jobs
     worker: WorkerSettings = field(default_factory=lambda: WorkerSettings(model_path=""))
 
@@ -67,7 +79,7 @@ class Worker:
 
     @property
     def identity(self) -> bytes:
-        return f"worker-{self.index}".encode()
+        return worker_identity(self.index)
 
 
 class Server:
@@ -159,7 +171,7 @@ class Server:
         for worker in self.workers.values():
             if worker.process is not None and worker.process.is_alive():
                 try:
-                    self.backend.send_multipart([worker.identity, b"stop"], zmq.NOBLOCK)
+                    self.backend.send_multipart([worker.identity, WORKER_STOP], zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
         for worker in self.workers.values():
@@ -323,7 +335,7 @@ class Server:
                     settings = {"options": request.options, "fps": request.fps,
                                 "correspondence": request.correspondence}
                     audio, picture = request.audio, request.reference
-                self.backend.send_multipart([worker.identity, b"job", str(job.seq).encode(),
+                self.backend.send_multipart([worker.identity, WORKER_JOB, str(job.seq).encode(),
                                              json.dumps(settings).encode(), audio, picture],
                                             copy=False)
 
@@ -354,10 +366,10 @@ class Server:
         worker = self.workers.get(identity)
         if worker is None:
             return
-        if kind == b"ready":
+        if kind == WORKER_READY:
             worker.ready, worker.info = True, json.loads(rest[0])
             return
-        if kind == b"failed":
+        if kind == WORKER_FAILED:
             print(f"dimitra serve: worker {worker.index} could not load the model: "
                   f"{rest[0].decode()}", file=sys.stderr)
             return
@@ -365,18 +377,18 @@ class Server:
         if job is None or str(job.seq).encode() != rest[0]:
             return                                   # a reply for a job already given up
         request_id = job.request.request_id
-        if kind == b"progress":
+        if kind == WORKER_PROGRESS:
             if job.envelope and not job.cancelled:
                 status = json.loads(rest[1])
                 self._send(job.envelope, m.Progress(request_id, job.job_id, status["stage"],
                                                     status["fraction"]))
             return
-        if kind == b"result":
+        if kind == WORKER_RESULT:
             summary, motion, points = json.loads(rest[1]), rest[2], rest[3]
             summary["server_id"] = self.server_id
             points = np.frombuffer(points, "<f4").reshape(m.LANDMARK_COUNT, 2) if points else None
             reply = m.Result(request_id, job.job_id, motion, points, summary)
-        elif kind == b"detected":
+        elif kind == WORKER_DETECTED:
             summary = {**json.loads(rest[1]), "server_id": self.server_id}
             points = np.frombuffer(rest[2], "<f4").reshape(m.LANDMARK_COUNT, 2)
             reply = m.Detected(request_id, job.job_id, points, summary)

@@ -2,15 +2,8 @@
 
 A worker talks to its server over a private DEALER socket (ipc:// in a 0700 folder, or
 loopback TCP where ipc is missing). The frames between them are internal, not the public
-protocol of docs/PROTOCOL.md:
-
-    server -> worker   [b"job", seq, settings JSON, audio, reference]      | [b"stop"]
-                       (a `detect`: settings {"kind": "detect"}, audio empty, the picture)
-    worker -> server   [b"ready", info JSON]                                | [b"failed", message]
-                       [b"progress", seq, {"stage", "fraction"}]
-                       [b"result", seq, summary JSON, motion .npz, reference points (478,2) <f4]
-                       [b"detected", seq, summary JSON, points (478,2) <f4]
-                       [b"error", seq, {"code", "message"}]
+protocol of docs/PROTOCOL.md; they are listed, with their WORKER_* names, in
+backend.protocol.constants.
 
 Cancelling is a shared integer: the server writes the job's `seq` into it, and the worker's
 progress callback, called between stages and after every generated window, stops the job.
@@ -34,6 +27,16 @@ import numpy as np
 import zmq
 
 from backend.protocol import messages as m
+from backend.protocol.constants import (
+    WORKER_DETECTED,
+    WORKER_ERROR,
+    WORKER_FAILED,
+    WORKER_PROGRESS,
+    WORKER_READY,
+    WORKER_RESULT,
+    WORKER_STOP,
+    worker_identity,
+)
 
 POLL_MS = 1000
 # Test-only: seconds each job waits once its `sampling` progress is sent, or until cancelled.
@@ -75,23 +78,23 @@ def worker_main(index: int, address: str, settings: dict, cancel_seq) -> None:
     settings = WorkerSettings(**settings)
     socket = zmq.Context.instance().socket(zmq.DEALER)
     socket.linger = 1000
-    socket.routing_id = f"worker-{index}".encode()
+    socket.routing_id = worker_identity(index)
     socket.connect(address)
     try:
         animator, device = _load_animator(settings)
     except Exception as error:  # noqa: BLE001 - the server reports it and exits
         traceback.print_exc()
-        socket.send_multipart([b"failed", f"{type(error).__name__}: {error}".encode()])
+        socket.send_multipart([WORKER_FAILED, f"{type(error).__name__}: {error}".encode()])
         return
-    socket.send_multipart([b"ready", _json({"pid": os.getpid(), "device": device,
-                                            "runtime": animator.runtime,
-                                            "model": animator.model_path.name})])
+    socket.send_multipart([WORKER_READY, _json({"pid": os.getpid(), "device": device,
+                                                "runtime": animator.runtime,
+                                                "model": animator.model_path.name})])
     parent = multiprocessing.parent_process()
     while parent is None or parent.is_alive():
         if not socket.poll(POLL_MS):
             continue
         frames = socket.recv_multipart()
-        if frames[0] == b"stop":
+        if frames[0] == WORKER_STOP:
             break
         socket.send_multipart(_run_job(animator, settings, frames, cancel_seq, socket))
         del frames  # the job's audio and picture
@@ -129,7 +132,7 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
         nonlocal hold_s
         if cancel_seq.value == number:
             raise JobStopped
-        socket.send_multipart([b"progress", seq, _json({"stage": stage, "fraction": fraction})])
+        socket.send_multipart([WORKER_PROGRESS, seq, _json({"stage": stage, "fraction": fraction})])
         if stage == "sampling" and hold_s > 0:
             _hold(hold_s, lambda: cancel_seq.value == number)
             hold_s = 0.0   # once per job
@@ -153,7 +156,7 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
                    "duration_s": round(motion.duration_s, 3),
                    "timing_s": motion.meta.get("timing_s", {}),
                    "image_size": list(ref.image_size), "worker_pid": os.getpid()}
-        return [b"result", seq, _json(summary), buffer.getvalue(), points]
+        return [WORKER_RESULT, seq, _json(summary), buffer.getvalue(), points]
     except JobStopped:
         return _error(seq, m.CANCELLED, "the job was cancelled")
     except AudioError as error:
@@ -180,7 +183,7 @@ def _run_detect(seq: bytes, picture: bytes) -> list[bytes]:
                       f" {error}); its log has the details. Please report it.")
     points = np.ascontiguousarray(reference.landmarks_px[:, :2], dtype="<f4").tobytes()
     summary = {"image_size": list(reference.image_size), "worker_pid": os.getpid()}
-    return [b"detected", seq, _json(summary), points]
+    return [WORKER_DETECTED, seq, _json(summary), points]
 
 
 def _hold(seconds: float, cancelled) -> None:
@@ -195,7 +198,7 @@ def _hold(seconds: float, cancelled) -> None:
 
 
 def _error(seq: bytes, code: str, message: str) -> list[bytes]:
-    return [b"error", seq, _json({"code": code, "message": message})]
+    return [WORKER_ERROR, seq, _json({"code": code, "message": message})]
 
 
 def _json(value: dict) -> bytes:

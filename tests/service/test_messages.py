@@ -125,7 +125,7 @@ def test_the_protocol_package_imports_without_torch_or_bpy():
     the model: both import with only numpy and zmq."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None; "
             "sys.modules['backend.generation'] = None; "
-            "import backend.protocol.messages, backend.protocol.client, backend.service.remote; "
+            "import backend.protocol.messages, backend.protocol.client, backend.protocol.remote; "
             "heavy = [n for n in ('torch', 'bpy', 'mediapipe', 'cv2', 'av') "
             "if sys.modules.get(n) is not None]; assert not heavy, heavy; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
