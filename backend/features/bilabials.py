@@ -2,15 +2,17 @@
 
 - `BilabialDetector`, the default at generation time: a small convolutional net on the speech
   features the motion model already has (Whisper tiny.en states), so finding bilabials costs
-  about 20 ms per minute of audio. Trained by `dimitra train-bilabials` on the train
+  little beside the features themselves. Trained by `dimitra train-bilabials` on the train
   split, from the two label sources below; the shipped one is
   `backend/model/weights/bilabials_<features>.safetensors`.
 - `bilabial_frames`: PocketSphinx phone recognition (English), which needs no training but
-  takes 1.6 s per minute of audio. On shared/data/speech-alignments (LibriVox, 29 bilabials)
-  beam 1e-10 finds 66% of the bilabials with 95% precision; beam 1e-20 finds 86%, at half the
-  speed. The training labels, and the fallback for features without a detector.
+  costs about as much as the rest of generation. The default beam (1e-10) misses more
+  bilabials than a wide one (1e-20), at twice the speed. The training labels (with the wide
+  beam), and the fallback for features without a detector.
 - `aligned_bilabial_frames`: phone labels shipped beside a clip's audio (StyleTalk's
   `<stem>_seq.json`, one ARPAbet id per 1/30 s, with `phindex.json`), for training labels.
+
+Their scores and costs: docs/MODEL_CARD.md, "Bilabial detector".
 """
 
 import functools

@@ -34,7 +34,7 @@ class GenerationOptions:
     lips: float = 1.0             # scales lower-face motion
     upper_face: float = 1.0       # scales brows, lids and gaze
     blink: bool = True
-    steps: int = 2                # DDIM steps (2 score as 8 on dev: docs/MODEL_CARD.md)
+    steps: int = 2                # DDIM steps (the choice: docs/MODEL_CARD.md, "Sampling steps")
     lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
     lip_sharpen: float = 0.2      # near closures, lift each lower-face frame away from its
     #                               neighbours' mean, so the lips meet and part crisply; 0 = off
@@ -245,10 +245,10 @@ def sharpen_in_time(values: np.ndarray, amount: float | np.ndarray) -> np.ndarra
     average is blurred in time: a quick closure between two vowels comes out as a shallow
     dip, two closures close together as one. Lifting each frame away from its neighbours
     undoes some of that (a gain of 1 + 2 * amount at the highest frequency, none on slow
-    motion). The generator applies it near closures only (`near_closure`): on dev, 0.2
-    there raised closure recall from 0.642 to 0.702 and precision from 0.435 to 0.457 (ten
-    seeds, every one better), on the train clips from 0.658 to 0.718; boosting slower bands
-    (4-12 frame dips) lowered recall instead (docs/MODEL_CARD.md).
+    motion). The generator applies it near closures only (`near_closure`), where quick
+    closures are what the blur loses; it works on the quickest motion because boosting slower
+    bands (4-12 frame dips) lost closures instead (docs/MODEL_CARD.md, "Sharpening near
+    closures").
     """
     amount = np.asarray(amount, dtype=values.dtype)
     if len(values) < 3 or not np.any(amount > 0):
@@ -262,9 +262,8 @@ def near_closure(gap: np.ndarray, closed: float = 0.05, parted: float = 0.1) -> 
     """(T,) inner-lip gap (IOD) -> (T,) weight: 1 under `closed`, 0 over `parted`, linear between.
 
     Sharpening only there keeps the lips' meeting and parting crisp without roughening the
-    rest of the mouth's motion: on dev the same closure scores as sharpening everywhere, with
-    correlation 0.507 against 0.503 and the mouth's mean frame-to-frame acceleration 0.029
-    against 0.031 IOD (unsharpened 0.026, the tracked video 0.022).
+    rest of the mouth's motion: sharpening everywhere roughens all of it for no more
+    closures (docs/MODEL_CARD.md, "Sharpening near closures").
     """
     return np.clip((parted - gap) / (parted - closed), 0.0, 1.0)
 
@@ -296,9 +295,9 @@ def steady_pose(pose: np.ndarray, seconds: float = 30.0, fps: float = 25.0) -> n
 def press_toward_release(bilabials: np.ndarray) -> np.ndarray:
     """(T,) bilabial marks -> (T,) closure weights that rise from 0.5 to 1 across each run of
     marked frames: the lips meet early in a p, b or m and press hardest just before they part
-    again. On dev, with PocketSphinx's marks (phones of 2-5 frames), this lifted closure
-    recall by 0.02 and correlation by 0.01 over three seeds against flat weights; the
-    detector's runs are mostly 1-2 frames, where it changes little."""
+    again. It matters for runs of several frames, such as PocketSphinx's phones (2-5 frames);
+    the detector's runs are mostly 1-2 frames, where it changes little (measured against flat
+    weights: docs/MODEL_CARD.md, "Results on the dev split")."""
     marks = np.clip(np.asarray(bilabials, np.float32), 0, 1)
     out = marks.copy()
     edges = np.diff(np.concatenate([[0], (marks > 0).astype(np.int8), [0]]))

@@ -7,8 +7,9 @@ s(x) = x^2 (3 - 2x) (smooth, equal to 1 at the reach, so wider mouths are untouc
 and lower lip each travel half of the closing, the lip centre most, the corners not at all.
 Lips that have passed through each other (the upper inner lip below the lower one, by up to
 0.02 in the model's output) come back the right way round, to the gap a gap of that size
-would seal to. (Sealing them to exactly 0 instead makes runs of tied minima, and dev closure
-recall fell from 0.72 to 0.66: a closure is the lowest frame of a dip, the first of a tie.)
+would seal to. (Not to exactly 0: that makes runs of tied minima, and a closure is the
+lowest frame of a dip, the first of a tie, so closures land early and fewer are matched;
+docs/MODEL_CARD.md, "Sharpening near closures".)
 """
 
 import numpy as np
