@@ -11,10 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-# Defaults of backend.generation.generator.GenerationOptions, repeated here because importing
-# it loads torch, which `dimitra client` must not need (a test keeps them equal).
-DEFAULT_STEPS = 2
-BILABIAL_SOURCES = ("auto", "pocketsphinx")
+# The generation options' flags, defaults and help come from their one table (torch-free, so
+# `dimitra client` does not load torch): backend.protocol.options.OPTIONS.
+from backend.protocol.options import ANIMATE, EVAL, cli_options
+
 # The packages whose own exception classes (AudioError, ReferenceFaceError, BakeError, RigError,
 # ServiceError, ...) carry a message for the user, and whose plain ValueError/RuntimeError do.
 PROJECT_PACKAGES = ("backend", "retarget", "blender_addon")
@@ -90,10 +90,7 @@ def _eval(args) -> int:
 def _eval_options(args):
     from backend.generation.generator import GenerationOptions
 
-    return GenerationOptions(seed=args.seed, expressiveness=args.expressiveness,
-                             steps=args.steps, lip_contact=args.lip_contact,
-                             lip_sharpen=args.lip_sharpen, closure_guidance=args.closure_guidance,
-                             audio_delay=args.audio_delay, bilabials=args.bilabials)
+    return GenerationOptions(**{o.name: getattr(args, o.name) for o in cli_options(EVAL)})
 
 
 def _git_commit() -> str:
@@ -119,9 +116,7 @@ def _train(args) -> int:
 def _generation_options(args) -> dict:
     """The GenerationOptions fields that `animate`, `client animate` and `bake` take (a plain dict:
     `client` must not import torch)."""
-    return {"seed": args.seed, "expressiveness": args.expressiveness,
-            "head_motion": args.head_motion, "blink": not args.no_blink, "steps": args.steps,
-            "bilabials": args.bilabials, "language": args.language}
+    return {option.name: getattr(args, option.name) for option in cli_options(ANIMATE)}
 
 
 def _animate(args) -> int:
@@ -185,29 +180,22 @@ def _client(args) -> int:
 def _add_generation_options(parser: argparse.ArgumentParser, fps: bool = True) -> None:
     """The motion options `animate`, `client animate` and `bake` share (bake takes the rig's
     frame rate, so no --fps there)."""
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--expressiveness", type=float, default=1.5,
-                        help="classifier-free guidance on the audio (default 1.5; 1 = none, "
-                             "faster; 2-2.5 livelier)")
-    parser.add_argument("--head-motion", type=float, default=1.0, help="head motion strength")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
-                        help=f"sampling steps (default {DEFAULT_STEPS})")
-    parser.add_argument("--no-blink", action="store_true", help="keep the eyes open")
-    _add_bilabials_option(parser)
-    parser.add_argument("--language", default="auto",
-                        help="the speech's language: auto (default: heard by the Whisper "
-                             "encoder and kept in the motion file) or an ISO code such as en, "
-                             "fr, de, es, ja; English-only steps (PocketSphinx) run on English "
-                             "alone")
+    _add_option_flags(parser, ANIMATE)
     if fps:
         parser.add_argument("--fps", type=float, default=25.0, help="frame rate of the output")
 
 
-def _add_bilabials_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bilabials", choices=BILABIAL_SOURCES, default="auto",
-                        help="how the lips learn where p, b, m are: auto = the detector that "
-                             "ships with the model (fast); pocketsphinx = phone recognition "
-                             "(English, about 1.6 s more per minute of audio)")
+def _add_option_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the generation options `command` takes (backend.protocol.options): --NAME
+    with the option's type, default and choices; a bool that defaults to true is --no-NAME."""
+    for option in cli_options(command):
+        if option.type is bool:
+            parser.add_argument(option.flag, dest=option.name, default=option.default,
+                                action="store_false" if option.default else "store_true",
+                                help=option.help)
+        else:
+            parser.add_argument(option.flag, type=option.type, default=option.default,
+                                choices=option.choices, help=option.help)
 
 
 def _bake(args) -> int:
@@ -286,14 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "for its number (runs/x_f{fold}/last.safetensors, trained with "
                                "`dimitra train --holdout-fold K`); each is scored on the "
                                "sources it did not see, then the mean and worst fold")
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--expressiveness", type=float, default=1.5)
-    evaluate.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    evaluate.add_argument("--lip-contact", type=float, default=0.05)
-    evaluate.add_argument("--lip-sharpen", type=float, default=0.2)
-    evaluate.add_argument("--closure-guidance", type=float, default=1.0)
-    evaluate.add_argument("--audio-delay", type=int, default=1)
-    _add_bilabials_option(evaluate)
+    _add_option_flags(evaluate, EVAL)
     evaluate.set_defaults(run=_eval)
 
     animate = commands.add_parser(

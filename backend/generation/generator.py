@@ -5,10 +5,9 @@ last `context` frames of the one before (the model was trained to continue them)
 is no seam, and only one window is in memory at a time.
 """
 
+import dataclasses
 import logging
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,48 +17,35 @@ from backend.diffusion.schedule import NoiseSchedule
 from backend.generation.lip_contact import apply_lip_contact
 from backend.model.checkpoint import ModelBundle
 from backend.model.cmdt import SamplingDenoiser
+from backend.protocol.options import BILABIAL_SOURCES, OPTIONS  # noqa: F401 (re-exported)
+from backend.protocol.options import validate as validate_options
 from retarget.face import topology
 
 log = logging.getLogger(__name__)
 
 
-BILABIAL_SOURCES = ("auto", "pocketsphinx")
+def _validate(self) -> None:
+    """Raises ValueError, naming the option, for a value out of range (backend.protocol.options)."""
+    validate_options(dataclasses.asdict(self))
 
 
-@dataclass
-class GenerationOptions:
-    seed: int = 0
-    expressiveness: float = 1.5   # classifier-free guidance on audio; 1 = plain conditional
-    head_motion: float = 1.0      # scales head rotation and translation
-    lips: float = 1.0             # scales lower-face motion
-    upper_face: float = 1.0       # scales brows, lids and gaze
-    blink: bool = True
-    steps: int = 2                # DDIM steps (the choice: docs/MODEL_CARD.md, "Sampling steps")
-    lip_contact: float = 0.05     # inner-lip gaps under this (inter-ocular units) seal; 0 = off
-    lip_sharpen: float = 0.2      # near closures, lift each lower-face frame away from its
-    #                               neighbours' mean, so the lips meet and part crisply; 0 = off
-    closure_guidance: float = 1.0  # pull the lips shut on detected p/b/m frames; 0 = off
-    audio_delay: int = 1          # frames the motion lags the audio features (chosen on dev)
-    bilabials: str = "auto"       # where guidance learns of p, b, m: "auto" = the detector shipped
-    #                               for the model's features (PocketSphinx if none), "pocketsphinx"
-    language: str = "auto"        # of the speech: "auto" = Whisper's guess, or an ISO code ("fr");
-    #                               English-only parts (PocketSphinx) run on English alone
+def options_dataclass(table=OPTIONS) -> type:
+    """The dataclass of the options in `table`: a field per row, with its type and default,
+    and `validate()`, the shared check (backend.protocol.options.validate)."""
+    cls = dataclasses.make_dataclass(
+        "GenerationOptions", [(o.name, o.type, dataclasses.field(default=o.default))
+                              for o in table],
+        namespace={"validate": _validate,
+                   "__doc__": "The options of one generation; their meaning, defaults and "
+                              "ranges: backend.protocol.options.OPTIONS."})
+    cls.__module__ = __name__
+    return cls
 
-    def validate(self) -> None:
-        for name in ("expressiveness", "head_motion", "lips", "upper_face"):
-            value = getattr(self, name)
-            if not (np.isfinite(value) and 0 <= value <= 5):
-                raise ValueError(f"{name} must be between 0 and 5, got {value}")
-        if not (np.isfinite(self.lip_sharpen) and 0 <= self.lip_sharpen <= 1):
-            raise ValueError(f"lip_sharpen must be between 0 and 1, got {self.lip_sharpen}")
-        if not 1 <= self.steps <= 100:
-            raise ValueError(f"steps must be between 1 and 100, got {self.steps}")
-        if self.language != "auto" and not re.fullmatch(r"[a-z]{2,3}", self.language):
-            raise ValueError(f"language must be 'auto' or an ISO 639 code such as 'en' or "
-                             f"'fr', got {self.language!r}")
-        if self.bilabials not in BILABIAL_SOURCES:
-            raise ValueError(f"bilabials must be one of {', '.join(BILABIAL_SOURCES)}, "
-                             f"got {self.bilabials!r}")
+
+# The fields, their types and defaults are the rows of backend.protocol.options.OPTIONS (each
+# option's meaning is its help text there); the protocol and the command line derive theirs
+# from the same table.
+GenerationOptions = options_dataclass()
 
 
 RUNTIMES = ("auto", "torch", "onnx")

@@ -41,14 +41,12 @@ from .constants import (  # noqa: F401 (re-exported)
     UNKNOWN_JOB,
     UNSUPPORTED_VERSION,
 )
+from .options import option_types
 
-# Generation options an `animate` request may carry, with their JSON types. They mirror
-# backend.generation.generator.GenerationOptions (a test keeps the two equal); ranges are
-# checked by GenerationOptions.validate on the server.
-OPTION_TYPES = {"seed": int, "expressiveness": float, "head_motion": float, "lips": float,
-                "upper_face": float, "blink": bool, "steps": int, "lip_contact": float,
-                "lip_sharpen": float, "closure_guidance": float, "audio_delay": int,
-                "bilabials": str, "language": str}
+# Generation options an `animate` request may carry, with their JSON types: derived from the
+# one table of options, .options.OPTIONS (which backend.generation.generator.GenerationOptions
+# is built from too); ranges are checked by .options.validate.
+OPTION_TYPES = option_types()
 
 
 class ProtocolError(ValueError):

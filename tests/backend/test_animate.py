@@ -151,10 +151,7 @@ def audio_bytes(samples: np.ndarray) -> bytes:
 
 def test_the_command_line_defaults_are_the_generation_defaults():
     from backend import cli
-    from backend.generation import generator
 
-    assert cli.DEFAULT_STEPS == GenerationOptions().steps
-    assert cli.BILABIAL_SOURCES == generator.BILABIAL_SOURCES
     args = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r.png", "--out", "o.npz"])
     assert GenerationOptions(**cli._generation_options(args)) == GenerationOptions()
     evaluate = cli.build_parser().parse_args(["eval", "data"])
@@ -162,3 +159,59 @@ def test_the_command_line_defaults_are_the_generation_defaults():
     for name in ("seed", "expressiveness", "steps", "lip_contact", "lip_sharpen",
                  "closure_guidance", "audio_delay", "bilabials"):
         assert getattr(evaluate, name) == getattr(defaults, name), name
+    assert cli._eval_options(evaluate) == defaults
+    flipped = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r.png", "--out",
+                                             "o.npz", "--no-blink", "--steps", "4"])
+    assert cli._generation_options(flipped)["blink"] is False
+    assert cli._generation_options(flipped)["steps"] == 4
+
+
+def test_the_options_are_defined_once(monkeypatch):
+    """GenerationOptions, the protocol's OPTION_TYPES and the command line's flags are all
+    derived from backend.protocol.options.OPTIONS: a row added there shows up in all three."""
+    import dataclasses
+
+    from backend import cli
+    from backend.generation import generator
+    from backend.protocol import messages, options
+
+    table = {o.name: (o.type, o.default) for o in options.OPTIONS}
+    assert {f.name: (f.type, f.default) for f in dataclasses.fields(GenerationOptions)} == table
+    assert messages.OPTION_TYPES == {name: kind for name, (kind, _) in table.items()}
+    for command, argv in ((options.ANIMATE, ["animate", "a.wav", "--ref", "r", "--out", "o"]),
+                          (options.EVAL, ["eval", "data"])):
+        args = vars(cli.build_parser().parse_args(argv))
+        for option in options.cli_options(command):
+            assert args[option.name] == option.default, (command, option.name)
+
+    extra = options.Option("wobble", float, 0.25, "a new option", low=0, high=1,
+                           cli=(options.ANIMATE, options.EVAL))
+    monkeypatch.setattr(options, "OPTIONS", (*options.OPTIONS, extra))
+    monkeypatch.setitem(options.BY_NAME, "wobble", extra)
+    grown = generator.options_dataclass(options.OPTIONS)
+    assert grown().wobble == 0.25
+    with pytest.raises(ValueError, match="wobble"):
+        grown(wobble=2.0).validate()
+    assert options.option_types(options.OPTIONS)["wobble"] is float
+    args = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r", "--out", "o",
+                                          "--wobble", "0.5"])
+    assert cli._generation_options(args)["wobble"] == 0.5
+    assert cli.build_parser().parse_args(["eval", "data"]).wobble == 0.25
+
+
+def test_the_shared_check_names_the_option():
+    from backend.protocol.options import validate
+
+    validate({})
+    validate({"steps": 100, "lip_sharpen": 1.0, "language": "fr", "bilabials": "pocketsphinx"})
+    for bad, name in (({"steps": 0}, "steps"), ({"expressiveness": float("nan")}, "expressiveness"),
+                      ({"head_motion": 5.5}, "head_motion"), ({"lip_sharpen": -0.1}, "lip_sharpen"),
+                      ({"bilabials": "mfa"}, "bilabials"), ({"language": "French"}, "language"),
+                      ({"colour": 1}, "colour")):
+        with pytest.raises(ValueError, match=name):
+            validate(bad)
+        with pytest.raises(ValueError, match=name):
+            if name != "colour":
+                GenerationOptions(**bad).validate()
+            else:
+                raise ValueError(name)

@@ -58,9 +58,10 @@ def test_protocol_md_lists_exactly_the_message_types_and_error_codes():
 
 def test_option_types_mirror_generation_options():
     from backend.generation.generator import GenerationOptions
+    from backend.protocol.options import OPTIONS
 
     fields = {f.name: type(f.default) for f in dataclasses.fields(GenerationOptions)}
-    assert fields == m.OPTION_TYPES
+    assert fields == m.OPTION_TYPES == {option.name: option.type for option in OPTIONS}
 
 
 def _header(**fields) -> bytes:
