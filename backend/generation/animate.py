@@ -83,8 +83,10 @@ class Animator:
         reference = load_reference(request.reference)
         report("features", 0.1)
         started = time.perf_counter()
-        conditioning = self.audio_conditioning(audio, request.options)
-        language = self.language(audio, request.options)
+        features = self.speech_features(audio)
+        language = self.language(audio, request.options)   # reuses the features' encoding
+        conditioning = audio_conditioning(features, audio, request.options,
+                                          self.bundle.feature_extractor, language["code"])
         feature_seconds = time.perf_counter() - started
         report("sampling", 0.3)
         motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,
