@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed
 VENV5  := .venv-bpy5
 PY5    := $(VENV5)/bin/python
 STAMP5 := $(VENV5)/.installed
+# setuptools warns on every editable install that mapped folders (backend/ -> dimitra.backend)
+# could shadow the package; they cannot, as `dimitra` is the only name installed.
+export PYTHONWARNINGS := ignore:Editable installation:UserWarning
 
 .PHONY: install install-bpy5 test test-bpy5 demo bench clean
 
@@ -38,7 +41,7 @@ test-bpy5: install $(STAMP5)
 	DIMITRA_SERVER_PYTHON=$(CURDIR)/$(PY5) $(PY5) -m pytest -q -ra tests/blender tests/addon
 
 demo: install
-	$(PY) -m backend.demo --out demo_output
+	$(PY) -m dimitra.backend.demo --out demo_output
 
 bench: install
 	$(PY) -m tests.benchmarks.run

@@ -3,28 +3,26 @@
     python build_addon.py                         # all four platforms into dist/
     python build_addon.py --platform linux-x64    # one (what the tests build)
 
-Each zip is the extension `dimitra` (Blender 4.2 LTS -> 5.x) with
-- the add-on's modules from `blender_addon/` (not `sample_rig.py`, a development tool);
-- `retarget/` and `backend/protocol/` vendored as the subpackages `dimitra.retarget` and
-  `dimitra.protocol`;
+Each zip is the extension `dimitra` (Blender 4.2 LTS -> 5.x), laid out as the installed
+`dimitra` package is, so the same relative imports work in both:
+- `__init__.py`, the extension's entry point: `register`/`unregister` of `blender_addon`;
+- `blender_addon/` (not `sample_rig.py`, a development tool), `retarget/` and
+  `backend/protocol/` (with `backend/__init__.py`), copied as they are: no import rewriting;
 - the pyzmq wheels for the platform: cp311 (Blender 4.2-5.0, Python 3.11) and cp312-abi3
   (Blender 5.1+, Python 3.13), downloaded once with `pip download` into `build/wheels/`.
 
-Vendoring. An extension must use relative imports (Blender installs it as
-`bl_ext.<repository>.dimitra`), while the repository keeps absolute imports so batch tools
-and tests import `retarget` and `backend.protocol` as top-level packages. The build copies
-the files and rewrites every `from retarget...` / `from backend.protocol...` import in them
-into the relative form for the file's depth in the zip (`from retarget.solve import solve`
-in `bake.py` becomes `from .retarget.solve import solve`), as pip's `vendoring` tool does.
-`import retarget.x` (not a `from` import) cannot be made relative and stops the build; a
-module-level import of any other repository package (`backend`, which needs torch) stops it
-too. Imports of `backend` inside functions are batch-only paths (`bake.bake`) and are left.
+Blender installs the extension as `bl_ext.<repository>.dimitra`, where a module of
+`blender_addon/` reaches `retarget` as `..retarget`, exactly as `dimitra.blender_addon` does
+when installed with pip. The build checks that every module-level relative import of a copied
+module lands on a copied module; imports inside functions (batch-only paths such as
+`bake.bake`, which need the full backend) are left to run where the backend is installed.
 
 Validation: the manifest tool inside the bpy wheel (`bl_pkg/cli/blender_ext.py`, plain
 Python) builds each zip and validates it.
 """
 
 import argparse
+import ast
 import importlib.util
 import re
 import shutil
@@ -38,8 +36,12 @@ BUILD = REPO / "build"
 WHEELS = BUILD / "wheels"
 DIST = REPO / "dist"
 ADDON_EXCLUDED = {"sample_rig.py"}
-# Repository package -> its subpackage in the zip.
-VENDORED = {"retarget": "retarget", "backend.protocol": "protocol"}
+PROJECT_FOLDERS = ("backend", "retarget", "blender_addon")
+# Repository folders copied into the zip (whole, or the listed files and subfolders).
+CARRIED = ("blender_addon", "retarget", "backend/__init__.py", "backend/protocol")
+ENTRY_POINT = ('"""Dimitra for Blender (the extension\'s entry point; the add-on is blender_addon)."""'
+               "\n\nfrom .blender_addon import register, unregister\n\n"
+               '__all__ = ["register", "unregister"]\n')
 PYZMQ = "27.3.0"
 # Blender's Python versions: (pip --python-version, wheel python-abi tag).
 PYTHON_TAGS = (("3.11", "cp311-cp311"), ("3.12", "cp312-abi3"))
@@ -55,52 +57,10 @@ PLATFORMS = {
                   lambda name: "macosx" in name and name.endswith(("x86_64.whl",
                                                                     "universal2.whl"))),
 }
-_FROM_IMPORT = re.compile(r"^(?P<indent>\s*)from\s+(?P<module>[\w.]+)(?P<rest>\s+import\b.*)$")
-_PLAIN_IMPORT = re.compile(r"^(?P<indent>\s*)import\s+(?P<module>[\w.]+)")
-_REPO_PACKAGES = ("backend", "retarget", "blender_addon")
 
 
 class BuildError(RuntimeError):
     """The extension cannot be built; the message says what to fix."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Import rewriting
-# ---------------------------------------------------------------------------------------------
-
-def rewrite_imports(source: str, depth: int, filename: str = "<source>") -> str:
-    """`source` of a file `depth` packages below the extension root, with the absolute imports
-    of vendored packages made relative. Raises BuildError for imports that cannot work there."""
-    lines = source.splitlines(keepends=True)
-    for number, line in enumerate(lines, start=1):
-        match = _FROM_IMPORT.match(line)
-        if match:
-            module = match["module"]
-            target = _vendored_target(module)
-            if target is not None:
-                newline = "\n" if line.endswith("\n") else ""
-                lines[number - 1] = (f"{match['indent']}from {'.' * (depth + 1)}{target}"
-                                     f"{match['rest'].rstrip(chr(10))}{newline}")
-                continue
-        else:
-            match = _PLAIN_IMPORT.match(line)
-            if match and _vendored_target(match["module"]) is not None:
-                raise BuildError(f"{filename}:{number}: `{line.strip()}` cannot be made "
-                                 "relative inside the extension; write `from ... import ...`")
-        if match and not match["indent"] and match["module"].split(".")[0] in _REPO_PACKAGES:
-            raise BuildError(f"{filename}:{number}: `{line.strip()}` imports a repository "
-                             "package the extension does not carry; import it inside the "
-                             "function that needs it, or vendor it")
-    return "".join(lines)
-
-
-def _vendored_target(module: str) -> str | None:
-    """'retarget.face.pose' -> 'retarget.face.pose'; 'backend.protocol.client' ->
-    'protocol.client'; None for modules that are not vendored."""
-    for package, target in VENDORED.items():
-        if module == package or module.startswith(package + "."):
-            return target + module[len(package):]
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,21 +72,17 @@ def stage(platform: str, wheels: list[Path], stage_dir: Path) -> Path:
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
-    for path in sorted(ADDON.glob("*.py")):
-        if path.name not in ADDON_EXCLUDED:
-            _copy_python(path, stage_dir / path.name, 0)
-    for package, target in VENDORED.items():
-        source = REPO / package.replace(".", "/")
-        for path in sorted(source.rglob("*")):
-            if "__pycache__" in path.parts or path.is_dir() or path.suffix == ".pyc":
+    (stage_dir / "__init__.py").write_text(ENTRY_POINT)
+    for carried in CARRIED:
+        source = REPO / carried
+        for path in ([source] if source.is_file() else sorted(source.rglob("*"))):
+            if ("__pycache__" in path.parts or path.is_dir() or path.suffix == ".pyc"
+                    or path.name in ADDON_EXCLUDED or path.name == "blender_manifest.toml"):
                 continue
-            relative = path.relative_to(source)
-            out = stage_dir / target / relative
+            out = stage_dir / path.relative_to(REPO)
             out.parent.mkdir(parents=True, exist_ok=True)
-            if path.suffix == ".py":
-                _copy_python(path, out, len(relative.parts))
-            else:
-                shutil.copy2(path, out)
+            shutil.copy2(path, out)
+    check_imports(stage_dir)
     (stage_dir / "wheels").mkdir()
     for wheel in wheels:
         shutil.copy2(wheel, stage_dir / "wheels" / wheel.name)
@@ -139,8 +95,38 @@ def stage(platform: str, wheels: list[Path], stage_dir: Path) -> Path:
     return stage_dir
 
 
-def _copy_python(source: Path, out: Path, depth: int) -> None:
-    out.write_text(rewrite_imports(source.read_text(), depth, str(source.relative_to(REPO))))
+def check_imports(stage_dir: Path) -> None:
+    """Raises BuildError for a module-level import in the staged tree that cannot work in the
+    extension: an absolute import of a project package, or a relative one whose target was not
+    copied."""
+    for path in sorted(stage_dir.rglob("*.py")):
+        name = path.relative_to(stage_dir)
+        package = list(name.parent.parts)
+        for node in ast.parse(path.read_text(), str(name)).body:
+            if isinstance(node, ast.Import | ast.ImportFrom) and node.col_offset == 0:
+                problem = _import_problem(node, package, stage_dir)
+                if problem:
+                    raise BuildError(f"{name}:{node.lineno}: {problem}; import it inside the "
+                                     "function that needs it, or carry it (CARRIED)")
+
+
+def _import_problem(node, package: list[str], stage_dir: Path) -> str | None:
+    if isinstance(node, ast.Import) or node.level == 0:
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                   else [node.module])
+        own = [m for m in modules if m.split(".")[0] in ("dimitra", *PROJECT_FOLDERS)]
+        return f"absolute import of {own[0]}" if own else None
+    if node.level - 1 > len(package):
+        return "relative import above the extension's root"
+    base = package[:len(package) - (node.level - 1)]
+    target = base + (node.module.split(".") if node.module else [])
+    candidates = [target] if node.module else []
+    candidates += [target + [alias.name] for alias in node.names]   # `from . import x`
+    for parts in candidates:
+        folder = stage_dir.joinpath(*parts)
+        if folder.with_suffix(".py").is_file() or (folder / "__init__.py").is_file():
+            return None
+    return f"`from {'.' * node.level}{node.module or ''} import ...` is not in the extension"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,13 @@ from pathlib import Path
 
 # The generation options' flags, defaults and help come from their one table (torch-free, so
 # `dimitra client` does not load torch): backend.protocol.options.OPTIONS.
-from backend.protocol.options import ANIMATE, EVAL, cli_options
+from .protocol.options import ANIMATE, EVAL, cli_options
 
-# The packages whose own exception classes (AudioError, ReferenceFaceError, BakeError, RigError,
-# ServiceError, ...) carry a message for the user, and whose plain ValueError/RuntimeError do.
+# The folders (installed as dimitra.backend, dimitra.retarget, dimitra.blender_addon) whose own
+# exception classes (AudioError, ReferenceFaceError, BakeError, RigError, ServiceError, ...)
+# carry a message for the user, and whose plain ValueError/RuntimeError do.
 PROJECT_PACKAGES = ("backend", "retarget", "blender_addon")
+PROJECT_ROOT = __package__.rpartition(".")[0]     # "dimitra"
 
 
 class UsageError(ValueError):
@@ -27,7 +29,7 @@ class UsageError(ValueError):
 
 def _check_dataset(dataset: str) -> None:
     """A folder `dimitra prepare` wrote, or a UsageError that says how to get one."""
-    from backend.dataset.index import INDEX_NAME
+    from .dataset.index import INDEX_NAME
 
     path = Path(dataset)
     if not path.is_dir():
@@ -39,7 +41,7 @@ def _check_dataset(dataset: str) -> None:
 
 
 def _prepare(args) -> int:
-    from backend.dataset.prepare import run_prepare, summary_table
+    from .dataset.prepare import run_prepare, summary_table
 
     missing = [path for path in args.inputs if not Path(path).exists()]
     if missing:
@@ -52,7 +54,7 @@ def _prepare(args) -> int:
 
 
 def _eval(args) -> int:
-    from backend.evaluation.report import evaluate_files, evaluate_split, format_table, write_json
+    from .evaluation.report import evaluate_files, evaluate_split, format_table, write_json
 
     if args.pred:
         if not args.truth:
@@ -64,7 +66,7 @@ def _eval(args) -> int:
             raise UsageError("give a prepared DATASET folder, or --pred and --truth")
         _check_dataset(args.dataset)
         if args.fold_models:
-            from backend.evaluation.report import evaluate_folds, format_folds_table
+            from .evaluation.report import evaluate_folds, format_folds_table
 
             result = evaluate_folds(args.dataset, args.fold_models, _eval_options(args))
             print(format_folds_table(result))
@@ -73,7 +75,7 @@ def _eval(args) -> int:
             if args.model:
                 import tempfile
 
-                from backend.generation.motion import predict_split
+                from .generation.motion import predict_split
 
                 predictions = predictions or tempfile.mkdtemp(prefix="dimitra-predictions-")
                 predict_split(args.model, args.dataset, args.split, predictions,
@@ -88,7 +90,7 @@ def _eval(args) -> int:
 
 
 def _eval_options(args):
-    from backend.generation.generator import GenerationOptions
+    from .generation.generator import GenerationOptions
 
     return GenerationOptions(**{o.name: getattr(args, o.name) for o in cli_options(EVAL)})
 
@@ -104,11 +106,11 @@ def _git_commit() -> str:
 
 def _train(args) -> int:
     if args.command == "train-bilabials":
-        from backend.training.bilabials import main as train_main
-        from backend.training.bilabials import parse_args
+        from .training.bilabials import main as train_main
+        from .training.bilabials import parse_args
     else:
-        from backend.training.train import main as train_main
-        from backend.training.train import parse_args
+        from .training.train import main as train_main
+        from .training.train import parse_args
     _check_dataset(parse_args(args.train_args).dataset)  # -h and bad options exit here, as there
     return train_main(args.train_args) or 0
 
@@ -120,9 +122,9 @@ def _generation_options(args) -> dict:
 
 
 def _animate(args) -> int:
-    from backend.generation.animate import AnimateRequest, animate_to_file
-    from backend.generation.generator import GenerationOptions
-    from backend.model.checkpoint import DEFAULT_MODEL
+    from .generation.animate import AnimateRequest, animate_to_file
+    from .generation.generator import GenerationOptions
+    from .model.checkpoint import DEFAULT_MODEL
 
     options = GenerationOptions(**_generation_options(args))
     motion = animate_to_file(AnimateRequest(args.audio, args.ref, options, args.fps), args.out,
@@ -136,12 +138,12 @@ def _animate(args) -> int:
 
 
 def _serve(args) -> int:
-    from backend.protocol.constants import PEER_SILENCE_S
-    from backend.service.server import ServerConfig, WorkerSettings, serve
+    from .protocol.constants import PEER_SILENCE_S
+    from .service.server import ServerConfig, WorkerSettings, serve
 
     model = args.model
     if not model:
-        from backend.model.checkpoint import DEFAULT_MODEL
+        from .model.checkpoint import DEFAULT_MODEL
         model = DEFAULT_MODEL
     worker = WorkerSettings(str(model), args.device, args.runtime, args.torch_threads,
                             args.max_audio_seconds)
@@ -153,14 +155,14 @@ def _serve(args) -> int:
 
 
 def _proxy(args) -> int:
-    from backend.service.proxy import run_proxy
+    from .service.proxy import run_proxy
 
     return run_proxy(args.bind, args.backend)
 
 
 def _client(args) -> int:
-    from backend.protocol.remote import curve_keys, remote_animate, remote_info
-    from retarget.atomic_file import atomic_open
+    from ..retarget.atomic_file import atomic_open
+    from .protocol.remote import curve_keys, remote_animate, remote_info
 
     curve = curve_keys(args.server_key, args.client_key)
     if args.client_command == "info":  # a ServiceError is main's to word, like any other
@@ -200,8 +202,8 @@ def _add_option_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 def _bake(args) -> int:
     # The one backend -> blender_addon import: a batch bake runs bpy as a module, here.
-    from blender_addon.bake import BakeSettings, bake, bake_manifest
-    from retarget.solve import SolveOptions
+    from ..blender_addon.bake import BakeSettings, bake, bake_manifest
+    from ..retarget.solve import SolveOptions
 
     strength = {region: value for region, value in (
         ("mouth", args.mouth), ("eyes", args.eyes), ("gaze", args.gaze), ("brows", args.brows),
@@ -417,7 +419,7 @@ def _error_line(error: Exception) -> tuple[int, str]:
     that says it is unexpected, and how to see more."""
     text = str(error).strip() or type(error).__name__
     own_class = (isinstance(error, UsageError)
-                 or type(error).__module__.split(".")[0] in PROJECT_PACKAGES)
+                 or type(error).__module__.startswith(PROJECT_ROOT + "."))
     if own_class or (isinstance(error, (ValueError, RuntimeError, OSError))
                      and _raised_by_project(error)):
         return 2, text

@@ -35,10 +35,10 @@ def synthesize_talking_clip(out_path: Path, seconds: float | None = None) -> dic
     import cv2
     from PIL import Image
 
-    from backend.media.audio import frame_rms_db, load_audio
-    from backend.media.video import write_video
-    from backend.tracking.face_tracker import FaceTracker
-    from retarget.face import topology
+    from ..retarget.face import topology
+    from .media.audio import frame_rms_db, load_audio
+    from .media.video import write_video
+    from .tracking.face_tracker import FaceTracker
 
     image = np.asarray(Image.open(REFERENCE_IMAGE).convert("RGB"))
     speech = load_audio(SPEECH)
@@ -126,7 +126,7 @@ def stage(name: str, total: int, console):
 def reporting_animator(bar, end: int = 100):
     """An Animator as `dimitra animate` and `bake` load it (the same motion), whose progress
     moves `bar` from where it is to `end`."""
-    from backend.generation.animate import Animator
+    from .generation.animate import Animator
 
     class ReportingAnimator(Animator):
         def animate(self, request, progress=None):
@@ -143,9 +143,9 @@ def reporting_animator(bar, end: int = 100):
 
 def animate_sample(out: Path, console) -> dict:
     """`dimitra animate` of the bundled samples, with a preview: the motion file and video."""
-    from backend.generation.animate import AnimateRequest
-    from backend.generation.preview import render_preview
-    from retarget.motion_file import save_motion
+    from ..retarget.motion_file import save_motion
+    from .generation.animate import AnimateRequest
+    from .generation.preview import render_preview
 
     motion_path, preview = out / "sample_motion.npz", out / "sample_preview.mp4"
     print(f"dimitra animate {SPEECH.relative_to(SAMPLES.parent)} --ref "
@@ -177,9 +177,9 @@ def bake_sample_rig(out: Path, console=None) -> dict:
     with stage("Blender, sample rig", 1, console):
         import bpy
 
-        from blender_addon.bake import BakeSettings, bake, export
-        from blender_addon.preview import render_preview
-        from blender_addon.sample_rig import sample_rig_path
+        from ..blender_addon.bake import BakeSettings, bake, export
+        from ..blender_addon.preview import render_preview
+        from ..blender_addon.sample_rig import sample_rig_path
 
         rig = sample_rig_path()
     print(f"dimitra bake {SPEECH.relative_to(SAMPLES.parent)} --rig {rig} --out {blend}",

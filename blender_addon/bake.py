@@ -25,12 +25,11 @@ from pathlib import Path
 
 import bpy
 
-from retarget.atomic_file import atomic_path
-from retarget.correspond import Correspondence, load_correspondence, save_correspondence
-from retarget.motion_file import Motion, load_motion
-from retarget.rig import RigDescription, RigError
-from retarget.solve import RigAnimation, SolveOptions, solve
-
+from ..retarget.atomic_file import atomic_path
+from ..retarget.correspond import Correspondence, load_correspondence, save_correspondence
+from ..retarget.motion_file import Motion, load_motion
+from ..retarget.rig import RigDescription, RigError
+from ..retarget.solve import RigAnimation, SolveOptions, solve
 from . import blender_api
 from .key_writer import KeyWriter, plan_curves
 from .reference_view import ViewChoice, canonical_reference, choose_view, read_snapshot
@@ -153,7 +152,7 @@ def open_rig(path: Path) -> None:
 def choose_reference_view(rig: RigDescription, meshes: list, work: Path) -> ViewChoice:
     """reference_view.choose_view with the backend's face tracker in this process; each render
     is kept in `work` as reference_<n>.png."""
-    from backend.generation import reference
+    from ..backend.generation import reference
 
     numbers = itertools.count()
 
@@ -191,9 +190,9 @@ def _quiet():
 
 def generate_motion(audio: Path, reference, fps: float, settings: BakeSettings,
                     animator=None) -> Motion:
-    from backend.generation.animate import AnimateRequest, Animator
-    from backend.generation.generator import GenerationOptions
-    from backend.model.checkpoint import DEFAULT_MODEL
+    from ..backend.generation.animate import AnimateRequest, Animator
+    from ..backend.generation.generator import GenerationOptions
+    from ..backend.model.checkpoint import DEFAULT_MODEL
 
     animator = animator or Animator(settings.model or DEFAULT_MODEL)
     motion, _, _ = animator.animate(AnimateRequest(audio, reference,
@@ -257,8 +256,8 @@ def bake_manifest(manifest: str | Path, rig_path: str | Path, settings: BakeSett
     """
     from tqdm import tqdm
 
-    from backend.generation.animate import Animator
-    from backend.model.checkpoint import DEFAULT_MODEL
+    from ..backend.generation.animate import Animator
+    from ..backend.model.checkpoint import DEFAULT_MODEL
 
     manifest = Path(manifest)
     settings = settings or BakeSettings()

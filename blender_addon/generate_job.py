@@ -29,19 +29,18 @@ from pathlib import Path
 
 import bpy
 
-from backend.protocol.client import (
+from ..backend.protocol.client import (
     CurveKeys,
     DimitraClient,
     JobCancelled,
     ServiceError,
     detect_unsupported,
 )
-from backend.protocol.messages import BAD_REFERENCE
-from retarget.correspond import Correspondence
-from retarget.motion_file import Motion, MotionFileError, load_motion
-from retarget.rig import RigDescription, RigError
-from retarget.solve import SolveOptions, solve
-
+from ..backend.protocol.messages import BAD_REFERENCE
+from ..retarget.correspond import Correspondence
+from ..retarget.motion_file import Motion, MotionFileError, load_motion
+from ..retarget.rig import RigDescription, RigError
+from ..retarget.solve import SolveOptions, solve
 from . import blender_api, local_backend
 from .key_writer import KeyWriter, plan_curves
 from .reference_view import (

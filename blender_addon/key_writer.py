@@ -14,9 +14,8 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from retarget.rotations import continuous_quaternions, matrix_to_quaternion
-from retarget.solve import RigAnimation
-
+from ..retarget.rotations import continuous_quaternions, matrix_to_quaternion
+from ..retarget.solve import RigAnimation
 from . import blender_api
 
 

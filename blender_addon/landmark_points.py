@@ -15,9 +15,9 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from retarget.atomic_file import atomic_open
-from retarget.motion_file import resample_motion
-from retarget.solve import canonical_to_scene, face_motion
+from ..retarget.atomic_file import atomic_open
+from ..retarget.motion_file import resample_motion
+from ..retarget.solve import canonical_to_scene, face_motion
 
 
 def landmark_frames(result) -> np.ndarray:

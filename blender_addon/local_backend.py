@@ -1,7 +1,7 @@
 """A `dimitra serve` started by the add-on on this machine, from a Python the artist configured.
 
 The add-on never imports torch: the backend runs in its own process
-(`PYTHON -m backend.cli serve --bind tcp://127.0.0.1:PORT`), started on the first Generate
+(`PYTHON -m dimitra.backend.cli serve --bind tcp://127.0.0.1:PORT`), started on the first Generate
 that needs it and stopped when the add-on is disabled or Blender quits. A server already
 answering at that address is used as it is.
 """
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from backend.protocol.client import DimitraClient, ServiceError
+from ..backend.protocol.client import DimitraClient, ServiceError
 
 START_TIMEOUT_S = 180.0     # loading the model on a slow CPU
 _lock = threading.Lock()
@@ -52,7 +52,7 @@ def ensure_running(python: str, port: int, cancelled: Callable[[], bool] = lambd
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             with os.fdopen(handle, "w") as log:
                 _process = subprocess.Popen(
-                    [python, "-m", "backend.cli", "serve", "--bind", address],
+                    [python, "-m", "dimitra.backend.cli", "serve", "--bind", address],
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -60,7 +60,7 @@ def ensure_running(python: str, port: int, cancelled: Callable[[], bool] = lambd
                 raise BackendStartError("cancelled while the local backend was starting")
             if _process.poll() is not None:
                 raise BackendStartError(
-                    f"the local backend ({python} -m backend.cli serve) exited with code "
+                    f"the local backend ({python} -m dimitra.backend.cli serve) exited with code "
                     f"{_process.returncode}: {_log_tail()}; check that this Python has "
                     "Dimitra installed (`pip install dimitra-blender[backend]`)")
             if _answers(address, 1.0):

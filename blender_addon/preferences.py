@@ -5,17 +5,19 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from backend.protocol.client import CurveKeys
-from backend.protocol.constants import DEFAULT_SERVER
-
+from ..backend.protocol.client import CurveKeys
+from ..backend.protocol.constants import DEFAULT_SERVER
 from .generate_job import Backend
 from .scene_inputs import InputError
 
 DEFAULT_PORT = 5599    # not the server's own default (5555), so a hand-started one is not hit
+# The add-on's module: the extension's root (`bl_ext.user_default.dimitra`), one above this
+# package, whose __init__ registers it.
+ADDON_ID = __package__.rpartition(".")[0]
 
 
 class DimitraPreferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
+    bl_idname = ADDON_ID
 
     backend: EnumProperty(
         name="Backend", default="LOCAL",
@@ -24,7 +26,7 @@ class DimitraPreferences(bpy.types.AddonPreferences):
     python: StringProperty(
         name="Local backend Python", subtype="FILE_PATH",
         description="The Python that has Dimitra installed (e.g. .venv/bin/python); the "
-                    "add-on runs `python -m backend.cli serve` with it")
+                    "add-on runs `python -m dimitra.backend.cli serve` with it")
     port: IntProperty(name="Local port", default=DEFAULT_PORT, min=1024, max=65535)
     address: StringProperty(name="Server address", default=DEFAULT_SERVER,
                             description="tcp://HOST:PORT of a running `dimitra serve`")
@@ -47,7 +49,7 @@ class DimitraPreferences(bpy.types.AddonPreferences):
 
 def addon_preferences(context=None):
     """The preferences, or None when the add-on runs unregistered (the repo's tests)."""
-    addon = (context or bpy.context).preferences.addons.get(__package__)
+    addon = (context or bpy.context).preferences.addons.get(ADDON_ID)
     return addon.preferences if addon is not None else None
 
 

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import bpy
 
-from retarget.atomic_file import atomic_path
-
+from ..retarget.atomic_file import atomic_path
 from . import blender_api
 from .scene_state import temporarily
 

@@ -29,9 +29,9 @@ import bpy
 import numpy as np
 from mathutils.bvhtree import BVHTree
 
-from retarget.correspond import Correspondence, fit_canonical, from_hits, ray_targets
-from retarget.face import topology
-from retarget.rig import RigDescription
+from ..retarget.correspond import Correspondence, fit_canonical, from_hits, ray_targets
+from ..retarget.face import topology
+from ..retarget.rig import RigDescription
 
 RENDER_SIZE = 512
 SUPERSAMPLE = 2
@@ -382,8 +382,8 @@ def likely_views(rig: RigDescription) -> list[tuple[np.ndarray, np.ndarray]]:
 def face_misfit(rig: RigDescription, correspondence: Correspondence) -> float:
     """RMS distance (inter-ocular units) of the landmarks' rig points from the best similarity
     of the canonical face: small for a face seen from the front."""
-    from retarget.face.canonical import load_canonical_face
-    from retarget.face.pose import fit_similarity
+    from ..retarget.face.canonical import load_canonical_face
+    from ..retarget.face.pose import fit_similarity
 
     valid = np.flatnonzero(correspondence.valid[:topology.NUM_MESH_LANDMARKS])
     canonical = load_canonical_face()[valid]
@@ -429,9 +429,9 @@ def canonical_reference() -> bytes:
     characters no view shows a face of."""
     import io
 
-    from retarget.face.canonical import load_canonical_face
-    from retarget.face.pose import PIXEL_FROM_UPRIGHT
-    from retarget.motion_file import Motion, write_motion
+    from ..retarget.face.canonical import load_canonical_face
+    from ..retarget.face.pose import PIXEL_FROM_UPRIGHT
+    from ..retarget.motion_file import Motion, write_motion
 
     face = load_canonical_face()
     pixels = face @ PIXEL_FROM_UPRIGHT.T * 150 + [256.0, 256.0, 0.0]

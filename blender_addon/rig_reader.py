@@ -12,7 +12,7 @@ import re
 import bpy
 import numpy as np
 
-from retarget.rig import Bone, RigDescription, RigError, ShapeKey
+from ..retarget.rig import Bone, RigDescription, RigError, ShapeKey
 
 _ROLE_PATTERNS = {
     "jaw": re.compile(r"jaw|mandible|chin", re.IGNORECASE),

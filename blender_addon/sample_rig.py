@@ -11,7 +11,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from retarget.sample_face import MATERIALS, build_sample_face, to_scene
+from ..retarget.sample_face import MATERIALS, build_sample_face, to_scene
 
 COLOURS = {"skin": (0.8, 0.62, 0.52, 1.0), "eye_white": (0.92, 0.92, 0.9, 1.0),
            "iris": (0.08, 0.05, 0.04, 1.0), "mouth": (0.25, 0.05, 0.06, 1.0)}
@@ -89,8 +89,8 @@ def sample_rig_path() -> Path:
     carries a hash of what builds it, so a changed definition builds a new one."""
     import hashlib
 
-    from retarget import sample_face
-    from retarget.face.canonical import CANONICAL_FACE_PATH
+    from ..retarget import sample_face
+    from ..retarget.face.canonical import CANONICAL_FACE_PATH
 
     digest = hashlib.sha256()
     for source in (Path(sample_face.__file__), Path(__file__), CANONICAL_FACE_PATH):

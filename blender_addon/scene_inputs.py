@@ -9,8 +9,7 @@ from pathlib import Path
 
 import bpy
 
-from retarget.rig import RigDescription, RigError
-
+from ..retarget.rig import RigDescription, RigError
 from . import blender_api
 from .rig_reader import find_armature, read_rig
 

@@ -19,7 +19,7 @@ def shared_file(relative: str) -> Path:
 @pytest.fixture(scope="session")
 def talking_clip(tmp_path_factory) -> tuple[Path, dict]:
     """A 3 s MP4 of the bundled reference photo speaking, with the motion that was put in."""
-    from backend.demo import synthesize_talking_clip
+    from dimitra.backend.demo import synthesize_talking_clip
 
     path = tmp_path_factory.mktemp("clips") / "talking.mp4"
     truth = synthesize_talking_clip(path, seconds=3.0)
@@ -31,7 +31,7 @@ def real_dev_dataset(tmp_path_factory) -> Path:
     """Two short real dev clips (LRS2 and PC-AVS) prepared from the shared data."""
     import csv
 
-    from backend.dataset.prepare import run_prepare
+    from dimitra.backend.dataset.prepare import run_prepare
 
     manifest = TALKING_FACES / "manifest.csv"
     if not manifest.is_file():

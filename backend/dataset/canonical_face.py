@@ -1,6 +1,6 @@
 """Rebuild the shipped canonical face from a prepared dataset's `train` split.
 
-    python -m backend.dataset.canonical_face DATASET
+    python -m dimitra.backend.dataset.canonical_face DATASET
 
 Takes each training clip's neutral shape, aligns them by generalised Procrustes and writes
 the mean to retarget/face/data/canonical_face.npy. Every later `prepare` depends on this face
@@ -11,10 +11,10 @@ import argparse
 
 import numpy as np
 
-from backend.dataset.index import iter_segments
-from retarget.atomic_file import atomic_open
-from retarget.face.canonical import CANONICAL_FACE_PATH, build_canonical_face
-from retarget.face.pose import PIXEL_FROM_UPRIGHT
+from ...retarget.atomic_file import atomic_open
+from ...retarget.face.canonical import CANONICAL_FACE_PATH, build_canonical_face
+from ...retarget.face.pose import PIXEL_FROM_UPRIGHT
+from .index import iter_segments
 
 
 def neutral_shapes(dataset, split: str = "train") -> np.ndarray:

@@ -1,13 +1,13 @@
 """Markdown table of a prepared dataset: per-clip coverage and totals per split.
 
-    python -m backend.dataset.data_report DATASET
+    python -m dimitra.backend.dataset.data_report DATASET
 """
 
 import argparse
 from collections import defaultdict
 
-from backend.dataset.index import load_index
-from backend.dataset.tracks import MODEL_FPS
+from .index import load_index
+from .tracks import MODEL_FPS
 
 
 def data_report(dataset) -> str:

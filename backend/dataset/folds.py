@@ -15,7 +15,7 @@ fewest seconds so far, so they are the same on every machine and need no stored 
 
 import re
 
-from backend.dataset.index import ClipRecord
+from .index import ClipRecord
 
 FOLD_COUNT = 3
 _FOLD = re.compile(r"^(train-minus-)?fold-(\d+)$")

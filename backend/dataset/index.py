@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retarget.atomic_file import atomic_open
-from retarget.motion_file import Motion, load_motion
+from ...retarget.atomic_file import atomic_open
+from ...retarget.motion_file import Motion, load_motion
 
 INDEX_NAME = "index.json"
 INDEX_VERSION = 1
@@ -94,7 +94,7 @@ def iter_segments(dataset: str | Path, split: str | None = None
 
     A split is a manifest split ("train", "dev", "unseen") or a leave-source-out fold
     ("fold-K", "train-minus-fold-K"; backend.dataset.folds)."""
-    from backend.dataset.folds import select_clips
+    from .folds import select_clips
 
     dataset = Path(dataset)
     clips = load_index(dataset)

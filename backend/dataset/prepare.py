@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.dataset.index import ClipRecord, SegmentRecord, load_index, save_index
-from backend.dataset.tracks import MIN_SEGMENT_S, MODEL_FPS, clean_segments
-from retarget.face import measures
-from retarget.face.canonical import CANONICAL_FACE_PATH, load_canonical_face
-from retarget.face.pose import fit_head_pose, head_rotation, relative_pose, to_canonical
-from retarget.motion_file import Motion, load_motion, save_motion
+from ...retarget.face import measures
+from ...retarget.face.canonical import CANONICAL_FACE_PATH, load_canonical_face
+from ...retarget.face.pose import fit_head_pose, head_rotation, relative_pose, to_canonical
+from ...retarget.motion_file import Motion, load_motion, save_motion
+from .index import ClipRecord, SegmentRecord, load_index, save_index
+from .tracks import MIN_SEGMENT_S, MODEL_FPS, clean_segments
 
 PIPELINE_VERSION = "prepare-1"
 DEFAULT_FEATURES = ("whisper-tiny-en",)   # the shipped model's
@@ -93,8 +93,8 @@ def content_hash(source: ClipSource) -> str:
 
 def prepare_clip(source: ClipSource, dataset: Path, features: tuple[str, ...]) -> ClipRecord:
     """The whole per-clip pipeline; raises with a clear message on unusable input."""
-    from backend.media.audio import audio_start_time, load_audio, normalize_loudness
-    from backend.media.video import probe_video
+    from ..media.audio import audio_start_time, load_audio, normalize_loudness
+    from ..media.video import probe_video
 
     record = ClipRecord(source.clip_id, str(source.video), str(source.audio), content_hash(source),
                         source.split, source.speaker, source.license, source.source,
@@ -150,8 +150,8 @@ def prepare_clip(source: ClipSource, dataset: Path, features: tuple[str, ...]) -
 
 def track_video(video: Path, width: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(times (F,), landmarks (F, 478, 3) pixel frame of the source, NaN when missed, faces)."""
-    from backend.media.video import iter_frames
-    from backend.tracking.face_tracker import FaceTracker
+    from ..media.video import iter_frames
+    from ..tracking.face_tracker import FaceTracker
 
     times, points = [], []
     missing = np.full((478, 3), np.nan, dtype=np.float32)
@@ -169,7 +169,7 @@ def compute_features(dataset: Path, audio: np.ndarray, extractors: tuple[str, ..
     paths: dict[str, str] = {}
     if not extractors:
         return paths
-    from backend.features.speech_features import FeatureCache, get_extractor
+    from ..features.speech_features import FeatureCache, get_extractor
 
     cache = FeatureCache(dataset / "features")
     for name in extractors:
@@ -181,7 +181,7 @@ def compute_features(dataset: Path, audio: np.ndarray, extractors: tuple[str, ..
 def feature_path(dataset: Path, audio: np.ndarray, extractor: str) -> str:
     """Where the current version of `extractor` keeps this audio's features, relative to the
     dataset (a segment pointing elsewhere holds features of an older computation)."""
-    from backend.features.speech_features import FeatureCache, get_extractor
+    from ..features.speech_features import FeatureCache, get_extractor
 
     path = FeatureCache(dataset / "features").path_for(get_extractor(extractor), audio, MODEL_FPS)
     return str(path.relative_to(dataset))

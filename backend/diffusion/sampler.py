@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-from backend.diffusion.schedule import NoiseSchedule
+from .schedule import NoiseSchedule
 
 
 def ddim_timesteps(schedule: NoiseSchedule, count: int) -> list[int]:

@@ -13,10 +13,9 @@ Neither looks at the truth beyond its first frame, frame rate and length.
 
 import numpy as np
 
-from backend.features.speech_activity import SILENCE_DB, SPEECH_RANGE_DB, frame_loudness_db
-from retarget.face import canonical, pose, topology
-from retarget.motion_file import Motion
-
+from ...retarget.face import canonical, pose, topology
+from ...retarget.motion_file import Motion
+from ..features.speech_activity import SILENCE_DB, SPEECH_RANGE_DB, frame_loudness_db
 from .metrics import valid_frames
 
 # Jaw rotation at full loudness. Chosen on the canonical face, not on any evaluated clip: the

@@ -19,15 +19,16 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ...retarget.face import canonical, measures, pose, topology
+from ...retarget.motion_file import Motion
+
 # The speech mask and the loudness it reads live in backend.features.speech_activity; they
 # are importable from here too, as the metrics' own definitions (docs/EVAL.md).
-from backend.features.speech_activity import AUDIO_RATE as AUDIO_RATE
-from backend.features.speech_activity import SILENCE_DB as SILENCE_DB
-from backend.features.speech_activity import SPEECH_RANGE_DB as SPEECH_RANGE_DB
-from backend.features.speech_activity import frame_loudness_db as frame_loudness_db
-from backend.features.speech_activity import speech_frames
-from retarget.face import canonical, measures, pose, topology
-from retarget.motion_file import Motion
+from ..features.speech_activity import AUDIO_RATE as AUDIO_RATE
+from ..features.speech_activity import SILENCE_DB as SILENCE_DB
+from ..features.speech_activity import SPEECH_RANGE_DB as SPEECH_RANGE_DB
+from ..features.speech_activity import frame_loudness_db as frame_loudness_db
+from ..features.speech_activity import speech_frames
 
 METRIC_NAMES = ("aperture_corr", "best_lag", "best_lag_corr", "lve", "closure_recall",
                 "closure_precision", "motion_energy", "head_motion")

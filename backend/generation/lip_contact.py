@@ -14,7 +14,7 @@ docs/MODEL_CARD.md, "Sharpening near closures".)
 
 import numpy as np
 
-from retarget.face import topology
+from ...retarget.face import topology
 
 # Upper and lower lip points with how far they follow the closing (corners 61/291/78/308: 0).
 UPPER_LIP = {13: 1.0, 82: 0.9, 312: 0.9, 81: 0.7, 311: 0.7, 80: 0.45, 310: 0.45, 191: 0.2, 415: 0.2,

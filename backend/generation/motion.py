@@ -4,9 +4,9 @@ import logging
 
 import numpy as np
 
-from backend.generation.generator import GenerationOptions, MotionGenerator
-from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relative
-from retarget.motion_file import Motion
+from ...retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, pose_from_relative
+from ...retarget.motion_file import Motion
+from .generator import GenerationOptions, MotionGenerator
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     or options.bilabials is "pocketsphinx". PocketSphinx knows English phones only: for
     speech in another `language` (an ISO code; None = unknown) the detector is used, or no
     bilabial guidance when there is no detector."""
-    from backend.features.speech_activity import silent_frames
+    from ..features.speech_activity import silent_frames
 
     frames = len(features)
     silence = silent_frames(audio_16k, frames, MODEL_FPS)
@@ -33,7 +33,7 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
     if options.closure_guidance > 0 and feature_names.endswith("bilabials"):
         bilabials = np.ascontiguousarray(features[:, -1])
     elif options.closure_guidance > 0:
-        from backend.features.bilabials import bilabial_frames, shipped_detector
+        from ..features.bilabials import bilabial_frames, shipped_detector
 
         english = language in (None, "en")
         detector = shipped_detector(feature_names)
@@ -89,9 +89,9 @@ def predict_split(model_path, dataset, split: str, out_dir, options: GenerationO
     """Write `<segment_id>.npz` predictions for every prepared segment of a split."""
     from pathlib import Path
 
-    from backend.dataset.index import iter_segments, load_features
-    from backend.model.checkpoint import load_bundle
-    from retarget.motion_file import save_motion
+    from ...retarget.motion_file import save_motion
+    from ..dataset.index import iter_segments, load_features
+    from ..model.checkpoint import load_bundle
 
     bundle = load_bundle(model_path)
     generator = MotionGenerator(bundle)

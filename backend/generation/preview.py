@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from backend.generation.reference import frame_size_around
-from backend.media.video import write_video
-from retarget.face import topology
-from retarget.motion_file import Motion
+from ...retarget.face import topology
+from ...retarget.motion_file import Motion
+from ..media.video import write_video
+from .reference import frame_size_around
 
 DIM = 0.6                       # the picture is darkened so the mesh reads over it
 BACKGROUND = (24, 26, 30)       # RGB, when there is no picture

@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from backend.tracking.face_tracker import find_faces
-from retarget.face import topology
-from retarget.face.canonical import load_canonical_face
-from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, fit_head_pose, to_canonical
-from retarget.motion_file import Motion, MotionFileError, load_motion
+from ...retarget.face import topology
+from ...retarget.face.canonical import load_canonical_face
+from ...retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, fit_head_pose, to_canonical
+from ...retarget.motion_file import Motion, MotionFileError, load_motion
+from ..tracking.face_tracker import find_faces
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # the JPEG opener also takes phone MPOs
 MAX_PIXELS = 40_000_000     # refused from the header, before anything is decoded

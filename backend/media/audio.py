@@ -20,7 +20,7 @@ import numpy as np
 import pyloudnorm
 import soundfile
 
-from retarget.atomic_file import atomic_open
+from ...retarget.atomic_file import atomic_open
 
 SAMPLE_RATE = 16_000
 FLOOR_DB = -100.0

@@ -14,7 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from retarget.atomic_file import atomic_path
+from ...retarget.atomic_file import atomic_path
 
 
 class VideoError(ValueError):

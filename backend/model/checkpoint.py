@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from backend.model.cmdt import CMDT, CMDTConfig
-from backend.model.motion_space import MotionSpace
-from retarget.atomic_file import atomic_path
+from ...retarget.atomic_file import atomic_path
+from .cmdt import CMDT, CMDTConfig
+from .motion_space import MotionSpace
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "cmdt_default.safetensors"
 

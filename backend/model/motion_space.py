@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retarget.face import topology
+from ...retarget.face import topology
 
 REGIONS = ("lower", "upper", "pose")
 POSE_DIM = 6

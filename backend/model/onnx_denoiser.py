@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.model.cmdt import CMDT, SamplingDenoiser
-from retarget.atomic_file import atomic_path
+from ...retarget.atomic_file import atomic_path
+from .cmdt import CMDT, SamplingDenoiser
 
 INPUTS = ("x_t", "t", "identity", "context", "context_mask", "drop_identity", "audio_h")
 OPSET = 17

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from backend.protocol import messages as m
-from backend.protocol.constants import (
+from ..protocol import messages as m
+from ..protocol.constants import (
     DEFAULT_SERVER,
     HEARTBEAT_S,
     PEER_SILENCE_S,
@@ -38,7 +38,7 @@ from backend.protocol.constants import (
     WORKER_STOP,
     worker_identity,
 )
-from backend.service.workers import WorkerSettings, start_worker
+from .workers import WorkerSettings, start_worker
 
 POLL_MS = 100
 READY_TIMEOUT_S = 300.0     # loading the model on a cold machine

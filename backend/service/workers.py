@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import zmq
 
-from backend.protocol import messages as m
-from backend.protocol.constants import (
+from ..protocol import messages as m
+from ..protocol.constants import (
     WORKER_DETECTED,
     WORKER_ERROR,
     WORKER_FAILED,
@@ -104,7 +104,7 @@ def worker_main(index: int, address: str, settings: dict, cancel_seq) -> None:
 def _load_animator(settings: WorkerSettings):
     import torch
 
-    from backend.generation.animate import Animator
+    from ..generation.animate import Animator
 
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
@@ -115,11 +115,11 @@ def _load_animator(settings: WorkerSettings):
 def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq,
              socket: zmq.Socket) -> list[bytes]:
     """One job -> the reply frames (result or error). Progress is sent as it happens."""
-    from backend.generation.animate import AnimateRequest
-    from backend.generation.generator import GenerationOptions
-    from backend.generation.reference import ReferenceFaceError
-    from backend.media.audio import AudioError
-    from retarget.motion_file import write_motion
+    from ...retarget.motion_file import write_motion
+    from ..generation.animate import AnimateRequest
+    from ..generation.generator import GenerationOptions
+    from ..generation.reference import ReferenceFaceError
+    from ..media.audio import AudioError
 
     _, seq, job, audio, reference = frames
     number = int(seq)
@@ -171,7 +171,7 @@ def _run_job(animator, settings: WorkerSettings, frames: list[bytes], cancel_seq
 
 def _run_detect(seq: bytes, picture: bytes) -> list[bytes]:
     """A `detect` job: the main face's landmarks in the picture, as `animate` finds them."""
-    from backend.generation.reference import ReferenceFaceError, load_reference
+    from ..generation.reference import ReferenceFaceError, load_reference
 
     try:
         reference = load_reference(picture)

@@ -6,7 +6,7 @@ all shared by two faces already is a "separating" triangle). Triangles are then 
 normals point out of the face in the canonical frame (z toward the camera).
 
 Run once when the topology or the canonical face changes:
-    python -m backend.tracking.export_topology
+    python -m dimitra.backend.tracking.export_topology
 """
 
 import collections
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
 
-from retarget.face.canonical import load_canonical_face
+from ...retarget.face.canonical import load_canonical_face
 
 OUT = Path(__file__).resolve().parents[2] / "retarget" / "face" / "data" / "triangles.npy"
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 from mediapipe.python.solutions import face_detection, face_mesh
 
-from retarget.face.topology import NUM_LANDMARKS
+from ...retarget.face.topology import NUM_LANDMARKS
 
 
 class NoFaceError(ValueError):

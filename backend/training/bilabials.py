@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.dataset.index import iter_segments, load_features
-from backend.features.bilabials import (
+from ..dataset.index import iter_segments, load_features
+from ..features.bilabials import (
     BilabialDetector,
     BilabialNet,
     aligned_bilabial_frames,

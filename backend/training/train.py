@@ -25,19 +25,19 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from backend.dataset.index import load_features
-from backend.diffusion.schedule import NoiseSchedule
-from backend.evaluation.metrics import evaluate
-from backend.features.speech_features import get_extractor
-from backend.generation.generator import GenerationOptions, MotionGenerator
-from backend.generation.motion import predict_prepared_clip
-from backend.model.checkpoint import ModelBundle, load_bundle, save_bundle
-from backend.model.cmdt import CMDT, CMDTConfig
-from backend.model.motion_space import MotionSpace, fit_motion_space
-from backend.training.av_offsets import load_offsets
-from backend.training.windows import WindowSettings, WindowStream, list_segments
-from retarget.face.canonical import load_canonical_face
-from retarget.motion_file import load_motion
+from ...retarget.face.canonical import load_canonical_face
+from ...retarget.motion_file import load_motion
+from ..dataset.index import load_features
+from ..diffusion.schedule import NoiseSchedule
+from ..evaluation.metrics import evaluate
+from ..features.speech_features import get_extractor
+from ..generation.generator import GenerationOptions, MotionGenerator
+from ..generation.motion import predict_prepared_clip
+from ..model.checkpoint import ModelBundle, load_bundle, save_bundle
+from ..model.cmdt import CMDT, CMDTConfig
+from ..model.motion_space import MotionSpace, fit_motion_space
+from .av_offsets import load_offsets
+from .windows import WindowSettings, WindowStream, list_segments
 
 
 def parse_args(argv=None) -> argparse.Namespace:

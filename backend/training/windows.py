@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from backend.dataset.folds import select_clips
-from backend.dataset.index import ClipRecord, SegmentRecord, load_features, load_index
-from backend.features.speech_activity import speech_frames
-from backend.model.motion_space import MotionSpace
-from backend.training.av_offsets import shift_features
-from retarget.face import topology
-from retarget.face.measures import inner_lip_gap
-from retarget.motion_file import load_motion
+from ...retarget.face import topology
+from ...retarget.face.measures import inner_lip_gap
+from ...retarget.motion_file import load_motion
+from ..dataset.folds import select_clips
+from ..dataset.index import ClipRecord, SegmentRecord, load_features, load_index
+from ..features.speech_activity import speech_frames
+from ..model.motion_space import MotionSpace
+from .av_offsets import shift_features
 
 CLOSED_GAP = 0.025   # inter-ocular units: lips touching (the eval's closure threshold)
 

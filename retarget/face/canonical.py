@@ -3,7 +3,7 @@
 Built from data by `build_canonical_face` (generalised Procrustes over per-clip neutral
 shapes) and shipped as `data/canonical_face.npy` (478, 3) float64: x toward the subject's left,
 y up, z toward the camera, origin at the weighted centroid of the stable points, outer eye
-corners exactly 1 apart. `python -m backend.dataset.canonical_face DATASET` rebuilds it.
+corners exactly 1 apart. `python -m dimitra.backend.dataset.canonical_face DATASET` rebuilds it.
 """
 
 from pathlib import Path

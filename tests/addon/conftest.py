@@ -28,13 +28,13 @@ def make_speech(out: Path, speech_s: float, silence_s: float) -> Path:
     """The bundled speech cut to speech_s (repeated when longer), then silence, as a WAV.
     Decoded by the backend's own loader in the server's Python (this venv may lack it)."""
     script = ("import sys, numpy as np, soundfile\n"
-              "from backend.media.audio import load_audio\n"
+              "from dimitra.backend.media.audio import load_audio\n"
               "speech = load_audio('samples/speech_en.flac')\n"
               "n, gap = int(float(sys.argv[2]) * 16000), int(float(sys.argv[3]) * 16000)\n"
               "audio = np.concatenate([np.resize(speech, n), np.zeros(gap, np.float32)])\n"
               "soundfile.write(sys.argv[1], audio, 16000, subtype='PCM_16')\n")
     subprocess.run([SERVER_PYTHON, "-c", script, str(out), str(speech_s), str(silence_s)],
-                   cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                   cwd=REPO, check=True)
     return out
 
 
@@ -49,8 +49,8 @@ def addon():
     """The repository's add-on package, registered; every timer gone at the end."""
     import bpy
 
-    import blender_addon
-    from blender_addon import generate_job
+    from dimitra import blender_addon
+    from dimitra.blender_addon import generate_job
 
     blender_addon.register()
     yield blender_addon
@@ -63,26 +63,18 @@ def addon():
 @pytest.fixture(scope="session")
 def server(addon) -> str:
     """A real backend, started the way the add-on starts a local one; its address."""
-    from blender_addon import local_backend
+    from dimitra.blender_addon import local_backend
     from tests.service.server_process import free_port
 
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(REPO)      # `-m backend.cli` from this checkout
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        address = local_backend.ensure_running(SERVER_PYTHON, free_port())
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = saved
+    address = local_backend.ensure_running(SERVER_PYTHON, free_port())
     yield address
     local_backend.stop()
 
 
 @pytest.fixture(scope="session")
 def sample_blend(tmp_path_factory, addon) -> Path:
-    from blender_addon.sample_rig import save_sample_rig
+    from dimitra.blender_addon.sample_rig import save_sample_rig
 
     return save_sample_rig(tmp_path_factory.mktemp("rig") / "sample_face.blend")
 
@@ -92,7 +84,7 @@ def rig(sample_blend, addon):
     """The sample rig opened afresh, the face active; objects by role."""
     import bpy
 
-    from blender_addon import generate_job
+    from dimitra.blender_addon import generate_job
 
     generate_job.stop_all()
     generate_job.RESULTS.clear()
@@ -107,7 +99,7 @@ def scene_state() -> dict:
     """What an artist would see change: datablocks, what each plays, NLA, strips, range."""
     import bpy
 
-    from blender_addon import blender_api
+    from dimitra.blender_addon import blender_api
 
     def playing(id_data):
         anim = id_data.animation_data
@@ -135,7 +127,7 @@ def curve_values(action, data_path: str, index: int = 0):
     """(frames (N,), values (N,)) of one F-curve of `action`."""
     import numpy as np
 
-    from blender_addon import blender_api
+    from dimitra.blender_addon import blender_api
 
     for fcurve in blender_api.action_fcurves(action):
         if fcurve.data_path == data_path and fcurve.array_index == index:

@@ -36,8 +36,8 @@ def new_job(server: str, audio, **settings):
     """A GenerateJob as the operator makes it, not started."""
     import bpy
 
-    from blender_addon.generate_job import Backend, GenerateJob
-    from blender_addon.scene_inputs import GenerateSettings, audio_input, face_inputs
+    from dimitra.blender_addon.generate_job import Backend, GenerateJob
+    from dimitra.blender_addon.scene_inputs import GenerateSettings, audio_input, face_inputs
 
     values = GenerateSettings(audio_file=str(audio), server=server, **settings)
     return GenerateJob(values, face_inputs(values, bpy.context),
@@ -67,7 +67,7 @@ def test_no_mesh_selected(rig, speech_file, server):
 def test_no_audio_and_missing_audio(rig, speech_file, server, tmp_path):
     import bpy
 
-    from blender_addon import blender_api
+    from dimitra.blender_addon import blender_api
 
     refused("no audio: pick a sound strip", server=server)
     refused("no such file", audio_file=str(tmp_path / "gone.wav"), server=server)
@@ -146,14 +146,14 @@ def test_cancel_while_generating(rig, speech_file):
 
 
 def server_load(address: str) -> dict:
-    from backend.protocol.client import DimitraClient
+    from dimitra.backend.protocol.client import DimitraClient
 
     with DimitraClient(address) as client:
         return client.info()["load"]
 
 
 def test_cancel_while_writing_keys_rolls_back(rig, speech_file, server, monkeypatch):
-    from blender_addon import generate_job
+    from dimitra.blender_addon import generate_job
 
     keys = rig["face"].data.shape_keys
     keys.key_blocks["jawOpen"].keyframe_insert("value", frame=3)   # an artist's action
@@ -173,7 +173,7 @@ def test_cancel_while_writing_keys_rolls_back(rig, speech_file, server, monkeypa
 def test_timer_is_registered_while_running_and_gone_after(rig, speech_file, server):
     import bpy
 
-    from blender_addon import generate_job
+    from dimitra.blender_addon import generate_job
 
     job = generate_job.start(new_job(server, speech_file), use_timer=True)
     assert bpy.app.timers.is_registered(job.timer)

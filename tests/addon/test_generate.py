@@ -20,7 +20,7 @@ def take(sample_blend, addon, server, speech_file):
     """One Generate on the sample rig (3 s speech, 1 s silence) from frame START."""
     import bpy
 
-    from blender_addon import generate_job
+    from dimitra.blender_addon import generate_job
 
     generate_job.RESULTS.clear()
     bpy.ops.wm.open_mainfile(filepath=str(sample_blend), load_ui=False)
@@ -55,7 +55,7 @@ def test_shape_keys_follow_the_speech(take):
 
 
 def test_head_bone_rotates(take):
-    from blender_addon import blender_api
+    from dimitra.blender_addon import blender_api
 
     armature_action = take["armature"].animation_data.action
     paths = {c.data_path for c in blender_api.action_fcurves(armature_action)}
@@ -71,7 +71,7 @@ def test_head_bone_rotates(take):
 def test_sound_strip_sits_at_the_start_frame_and_the_range_covers_the_take(take):
     import bpy
 
-    from blender_addon import blender_api
+    from dimitra.blender_addon import blender_api
 
     strips = list(blender_api.sequences(bpy.context.scene))
     assert [(s.name, s.type, int(s.frame_start)) for s in strips] == [
@@ -84,7 +84,7 @@ def test_sound_strip_sits_at_the_start_frame_and_the_range_covers_the_take(take)
 def test_resolve_rescales_without_the_backend(take):
     import bpy
 
-    from blender_addon import generate_job
+    from dimitra.blender_addon import generate_job
 
     before = curve_values(take["action"], 'key_blocks["jawOpen"].value')[1]
     result = generate_job.RESULTS[take["action"].name]
@@ -101,8 +101,8 @@ def test_resolve_rescales_without_the_backend(take):
 def test_show_landmarks_plays_the_generated_points(take):
     import bpy
 
-    from blender_addon import generate_job
-    from blender_addon.landmark_points import landmark_frames
+    from dimitra.blender_addon import generate_job
+    from dimitra.blender_addon.landmark_points import landmark_frames
 
     assert bpy.ops.dimitra.show_landmarks() == {"FINISHED"}
     points = landmark_frames(generate_job.RESULTS["Dimitra line_one"])   # (T, 478, 3)

@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -31,14 +34,14 @@ prefs.backend, prefs.address = "REMOTE", server
 result = bpy.ops.dimitra.generate(audio_file=audio, start_frame=5)
 keys = bpy.data.objects["sample_face"].data.shape_keys
 action = keys.animation_data.action
-from bl_ext.user_default.dimitra import blender_api
+from bl_ext.user_default.dimitra.blender_addon import blender_api
 curves = {c.data_path: [k.co[1] for k in c.keyframe_points]
           for c in blender_api.action_fcurves(action)}
 json.dump({"result": sorted(result), "action": action.name,
            "jaw": curves['key_blocks["jawOpen"].value'],
            "first_frame": blender_api.action_fcurves(action)[0].keyframe_points[0].co[0],
            "modules": sorted(m for m in sys.modules
-                             if m.split(".")[0] in ("retarget", "backend", "torch", "blender_addon")
+                             if m.split(".")[0] in ("dimitra", "retarget", "backend", "torch", "blender_addon")
                              or m.startswith("bl_ext.user_default.dimitra.")),
            "zmq": __import__("zmq").__file__}, open(out, "w"))
 addon_utils.disable("bl_ext.user_default.dimitra")
@@ -57,15 +60,18 @@ def test_zip_carries_the_vendored_packages_and_the_wheels(extension_zip):
     with zipfile.ZipFile(extension_zip) as archive:
         names = set(archive.namelist())
         manifest = archive.read("blender_manifest.toml").decode()
-        bake = archive.read("bake.py").decode()
-    assert {"__init__.py", "blender_manifest.toml", "generate_job.py", "protocol/client.py",
-            "retarget/solve.py", "retarget/face/data/canonical_face.npy"} <= names
-    assert "sample_rig.py" not in names
+        bake = archive.read("blender_addon/bake.py").decode()
+    assert {"__init__.py", "blender_manifest.toml", "blender_addon/generate_job.py",
+            "backend/__init__.py", "backend/protocol/client.py", "retarget/solve.py",
+            "retarget/face/data/canonical_face.npy"} <= names
+    assert "blender_addon/sample_rig.py" not in names
+    assert not [n for n in names if n.startswith(("backend/generation", "backend/model"))]
     assert sorted(n for n in names if n.endswith(".whl")) == [
         "wheels/pyzmq-27.3.0-cp311-cp311-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl",
         "wheels/pyzmq-27.3.0-cp312-abi3-manylinux_2_26_x86_64.manylinux_2_28_x86_64.whl"]
     assert 'platforms = ["linux-x64"]' in manifest and 'id = "dimitra"' in manifest
-    assert "from .retarget.solve import" in bake and "\nfrom retarget" not in bake
+    # The repository's own file, unchanged: the same relative imports as in the pip install.
+    assert bake == (REPO / "blender_addon" / "bake.py").read_text()
 
 
 def test_installed_extension_generates(extension_zip, server, sample_blend, speech_file,
@@ -92,28 +98,25 @@ def test_installed_extension_generates(extension_zip, server, sample_blend, spee
     # Only the vendored copies ran: no repository package, and never torch.
     assert not [m for m in result["modules"] if not m.startswith("bl_ext.")]
     assert "bl_ext.user_default.dimitra.retarget.solve" in result["modules"]
-    assert "bl_ext.user_default.dimitra.protocol.client" in result["modules"]
+    assert "bl_ext.user_default.dimitra.backend.protocol.client" in result["modules"]
 
 
-def test_import_rewrite():
-    from build_addon import BuildError, rewrite_imports
+def test_build_refuses_a_module_level_import_the_extension_lacks(tmp_path):
+    from build_addon import BuildError, check_imports
 
-    source = ("from retarget.solve import solve\n"
-              "from backend.protocol.client import DimitraClient\n"
-              "from . import blender_api\n"
-              "def batch():\n"
-              "    from retarget.face import topology\n"
-              "    from backend.generation.animate import Animator\n")
-    assert rewrite_imports(source, 0) == (
-        "from .retarget.solve import solve\n"
-        "from .protocol.client import DimitraClient\n"
-        "from . import blender_api\n"
-        "def batch():\n"
-        "    from .retarget.face import topology\n"
-        "    from backend.generation.animate import Animator\n")
-    assert rewrite_imports("from retarget.rig import Bone\n", 2) == \
-        "from ...retarget.rig import Bone\n"
-    with pytest.raises(BuildError, match="cannot be made relative"):
-        rewrite_imports("import retarget.solve\n", 0, "x.py")
-    with pytest.raises(BuildError, match="x.py:1: .* does not carry"):
-        rewrite_imports("from backend.generation import animate\n", 0, "x.py")
+    (tmp_path / "blender_addon").mkdir()
+    (tmp_path / "retarget").mkdir()
+    (tmp_path / "retarget" / "__init__.py").write_text("")
+    (tmp_path / "retarget" / "solve.py").write_text("")
+    module = tmp_path / "blender_addon" / "bake.py"
+    module.write_text("from ..retarget.solve import solve\n"
+                      "from . import bake\n"
+                      "def batch():\n"
+                      "    from ..backend.generation.animate import Animator\n")
+    check_imports(tmp_path)        # the batch-only import inside a function is left alone
+    module.write_text("from ..backend.generation import animate\n")
+    with pytest.raises(BuildError, match="bake.py:1: .*backend.generation.* not in the extension"):
+        check_imports(tmp_path)
+    module.write_text("from dimitra.retarget import solve\n")
+    with pytest.raises(BuildError, match="absolute import of dimitra.retarget"):
+        check_imports(tmp_path)

@@ -34,9 +34,9 @@ def test_generate_and_bake_choose_the_same_view_of_a_turned_head(turn, addon, se
     pytest.importorskip("mediapipe")     # the bake finds faces in this process
     import bpy
 
-    from blender_addon import generate_job, reference_view
-    from blender_addon.bake import BakeSettings, bake
-    from retarget.motion_file import save_motion
+    from dimitra.blender_addon import generate_job, reference_view
+    from dimitra.blender_addon.bake import BakeSettings, bake
+    from dimitra.retarget.motion_file import save_motion
     from tests.blender.messy_rigs import build_messy_rig, facing_turn
 
     rig_path = build_messy_rig(tmp_path / "turned.blend", turn_degrees=turn)
@@ -82,8 +82,8 @@ def test_a_server_without_detect_still_generates(rig, server, speech_file, monke
     landmarks from `animate`, as before."""
     import bpy
 
-    from backend.protocol import client as client_module
-    from blender_addon import generate_job
+    from dimitra.backend.protocol import client as client_module
+    from dimitra.blender_addon import generate_job
 
     def old_server(self, picture, cancel=None):
         raise client_module.ServiceError("bad_request", "unknown message type 'detect'", "type")

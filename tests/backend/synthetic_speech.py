@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.media.audio import load_audio
+from dimitra.backend.media.audio import load_audio
 
 GAP_S = 0.06          # silence between syllables
 BILABIAL_ONSETS = ("p", "b", "m")

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from backend.cli import main as dimitra
-from backend.demo import REFERENCE_IMAGE, SPEECH
-from backend.evaluation.metrics import normalise_sequence
-from backend.generation.animate import AnimateRequest, Animator
-from backend.generation.generator import GenerationOptions
-from backend.media.audio import load_audio, write_wav_atomic
-from backend.model.checkpoint import DEFAULT_MODEL
-from retarget.face.measures import eyelid_aperture, inner_lip_gap
-from retarget.motion_file import load_motion
+from dimitra.backend.cli import main as dimitra
+from dimitra.backend.demo import REFERENCE_IMAGE, SPEECH
+from dimitra.backend.evaluation.metrics import normalise_sequence
+from dimitra.backend.generation.animate import AnimateRequest, Animator
+from dimitra.backend.generation.generator import GenerationOptions
+from dimitra.backend.media.audio import load_audio, write_wav_atomic
+from dimitra.backend.model.checkpoint import DEFAULT_MODEL
+from dimitra.retarget.face.measures import eyelid_aperture, inner_lip_gap
+from dimitra.retarget.motion_file import load_motion
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model yet")
 
@@ -101,7 +101,7 @@ def test_cli_writes_the_motion_file_at_the_asked_fps_and_a_preview(tmp_path, cap
     motion = load_motion(out)
     assert motion.fps == pytest.approx(29.97) and abs(motion.frame_count - 59) <= 1
     assert motion.meta["image_size"] == [384, 384]
-    from backend.media.video import probe_video
+    from dimitra.backend.media.video import probe_video
 
     info = probe_video(preview)
     assert info.has_audio and info.width == 384
@@ -150,7 +150,7 @@ def audio_bytes(samples: np.ndarray) -> bytes:
 
 
 def test_the_command_line_defaults_are_the_generation_defaults():
-    from backend import cli
+    from dimitra.backend import cli
 
     args = cli.build_parser().parse_args(["animate", "a.wav", "--ref", "r.png", "--out", "o.npz"])
     assert GenerationOptions(**cli._generation_options(args)) == GenerationOptions()
@@ -171,9 +171,9 @@ def test_the_options_are_defined_once(monkeypatch):
     derived from backend.protocol.options.OPTIONS: a row added there shows up in all three."""
     import dataclasses
 
-    from backend import cli
-    from backend.generation import generator
-    from backend.protocol import messages, options
+    from dimitra.backend import cli
+    from dimitra.backend.generation import generator
+    from dimitra.backend.protocol import messages, options
 
     table = {o.name: (o.type, o.default) for o in options.OPTIONS}
     assert {f.name: (f.type, f.default) for f in dataclasses.fields(GenerationOptions)} == table
@@ -200,7 +200,7 @@ def test_the_options_are_defined_once(monkeypatch):
 
 
 def test_the_shared_check_names_the_option():
-    from backend.protocol.options import validate
+    from dimitra.backend.protocol.options import validate
 
     validate({})
     validate({"steps": 100, "lip_sharpen": 1.0, "language": "fr", "bilabials": "pocketsphinx"})

@@ -9,8 +9,8 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from backend.media import audio
-from backend.media.audio import (
+from dimitra.backend.media import audio
+from dimitra.backend.media.audio import (
     SAMPLE_RATE,
     AudioError,
     audio_start_time,

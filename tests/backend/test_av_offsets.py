@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from backend.training.av_offsets import (
+from dimitra.backend.training.av_offsets import (
     load_offsets,
     offsets_from_fold_scores,
     shift_features,

@@ -6,27 +6,27 @@ import numpy as np
 import pytest
 import torch
 
-from backend.evaluation.metrics import closure_frames
-from backend.features import bilabials as bilabials_module
-from backend.features.bilabials import (
+from dimitra.backend.evaluation.metrics import closure_frames
+from dimitra.backend.features import bilabials as bilabials_module
+from dimitra.backend.features.bilabials import (
     BilabialDetector,
     BilabialNet,
     aligned_bilabial_frames,
     bilabial_frames,
     shipped_detector,
 )
-from backend.features.speech_features import get_extractor
-from backend.generation.generator import (
+from dimitra.backend.features.speech_features import get_extractor
+from dimitra.backend.generation.generator import (
     ClosureGuide,
     GenerationOptions,
     near_closure,
     press_toward_release,
     sharpen_in_time,
 )
-from backend.generation.motion import audio_conditioning
-from backend.media.audio import load_audio, normalize_loudness
-from backend.training.bilabials import event_scores, train_detector
-from retarget.face import topology
+from dimitra.backend.generation.motion import audio_conditioning
+from dimitra.backend.media.audio import load_audio, normalize_loudness
+from dimitra.backend.training.bilabials import event_scores, train_detector
+from dimitra.retarget.face import topology
 from tests.backend.test_cmdt import synthetic_space
 from tests.conftest import shared_file
 

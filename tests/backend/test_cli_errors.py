@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import cli
-from backend.demo import REFERENCE_IMAGE
-from backend.model.checkpoint import DEFAULT_MODEL
+from dimitra.backend import cli
+from dimitra.backend.demo import REFERENCE_IMAGE
+from dimitra.backend.model.checkpoint import DEFAULT_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 # MediaPipe's C++ start-up chatter on fd 2 (absl and TFLite logging, which GLOG_minloglevel no
@@ -121,7 +121,7 @@ def test_debug_shows_the_error_itself(case, inputs, capfd):
 
 
 def run_dimitra(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "backend.cli", *argv], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dimitra.backend.cli", *argv], capture_output=True,
                           text=True, cwd=REPO, timeout=120, check=False)
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from backend.diffusion.sampler import ddim_sample, ddim_timesteps
-from backend.diffusion.schedule import NoiseSchedule
-from backend.model.cmdt import CMDT, CMDTConfig
-from backend.model.motion_space import fit_motion_space
-from retarget.face import topology
-from retarget.face.canonical import load_canonical_face
+from dimitra.backend.diffusion.sampler import ddim_sample, ddim_timesteps
+from dimitra.backend.diffusion.schedule import NoiseSchedule
+from dimitra.backend.model.cmdt import CMDT, CMDTConfig
+from dimitra.backend.model.motion_space import fit_motion_space
+from dimitra.retarget.face import topology
+from dimitra.retarget.face.canonical import load_canonical_face
 
 FACE = load_canonical_face()
 
@@ -54,7 +54,7 @@ def test_neutralise_closes_a_reference_caught_mid_word():
 
 
 def test_space_survives_a_save_and_load():
-    from backend.model.motion_space import MotionSpace
+    from dimitra.backend.model.motion_space import MotionSpace
 
     space, neutrals, _ = synthetic_space()
     again = MotionSpace.from_arrays(space.to_arrays())

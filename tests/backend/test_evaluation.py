@@ -13,16 +13,21 @@ import warnings
 import numpy as np
 import pytest
 
-from backend.evaluation import metrics
-from backend.evaluation.baselines import (
+from dimitra.backend.evaluation import metrics
+from dimitra.backend.evaluation.baselines import (
     amplitude_baseline,
     loudness_envelope,
     open_jaw,
     static_baseline,
 )
-from backend.evaluation.report import evaluate_files, evaluate_split, format_table, write_json
-from retarget.face import canonical, pose
-from retarget.motion_file import Motion, save_motion
+from dimitra.backend.evaluation.report import (
+    evaluate_files,
+    evaluate_split,
+    format_table,
+    write_json,
+)
+from dimitra.retarget.face import canonical, pose
+from dimitra.retarget.motion_file import Motion, save_motion
 
 FPS = 25.0
 RATE = metrics.AUDIO_RATE
@@ -250,7 +255,7 @@ def test_speech_frames_follow_loudness():
 
 
 def test_frame_loudness_matches_the_audio_module():
-    audio_module = pytest.importorskip("backend.media.audio")
+    audio_module = pytest.importorskip("dimitra.backend.media.audio")
     rng = np.random.default_rng(0)
     samples = rng.standard_normal(RATE * 2).astype(np.float32) * np.linspace(0, 0.5, RATE * 2)
     expected = audio_module.frame_rms_db(samples, 30.0)
@@ -323,7 +328,7 @@ def test_constant_and_broken_input_never_raise(truth):
 
 @pytest.fixture()
 def small_dataset(tmp_path, truth):
-    from backend.dataset.index import ClipRecord, SegmentRecord, save_index
+    from dimitra.backend.dataset.index import ClipRecord, SegmentRecord, save_index
 
     clips = []
     for clip_id, split, frames, source in [("alpha", "dev", 150, "lab/one@c:a.mp4"),
@@ -400,7 +405,7 @@ def test_evaluate_files_scores_one_pair(small_dataset):
 # ---------------------------------------------------------------------------------------------
 
 def test_real_dev_split(real_dev_dataset, tmp_path):
-    from backend.dataset.index import iter_segments
+    from dimitra.backend.dataset.index import iter_segments
 
     predictions = tmp_path / "predictions"
     count = 0

@@ -2,8 +2,8 @@
 
 import pytest
 
-from backend.dataset.folds import FOLD_COUNT, select_clips, source_folds, source_name
-from backend.dataset.index import ClipRecord, SegmentRecord
+from dimitra.backend.dataset.folds import FOLD_COUNT, select_clips, source_folds, source_name
+from dimitra.backend.dataset.index import ClipRecord, SegmentRecord
 
 # (clip id, split, source repository, seconds)
 CLIPS = [("st_a", "train", "lab/styletalk", 60), ("st_b", "train", "lab/styletalk", 40),

@@ -8,12 +8,12 @@ must not get worse) and in four other languages, with the shipped model and defa
 import numpy as np
 import pytest
 
-from backend.evaluation.metrics import CLOSURE_THRESHOLD, mouth_open, normalise_sequence
-from backend.generation.animate import Animator
-from backend.generation.generator import GenerationOptions
-from backend.generation.motion import audio_conditioning, generate_motion
-from backend.generation.reference import load_reference
-from backend.media.audio import normalize_loudness
+from dimitra.backend.evaluation.metrics import CLOSURE_THRESHOLD, mouth_open, normalise_sequence
+from dimitra.backend.generation.animate import Animator
+from dimitra.backend.generation.generator import GenerationOptions
+from dimitra.backend.generation.motion import audio_conditioning, generate_motion
+from dimitra.backend.generation.reference import load_reference
+from dimitra.backend.media.audio import normalize_loudness
 from tests.backend.synthetic_speech import espeak_available, syllable_line
 
 pytestmark = pytest.mark.skipif(not espeak_available(),
@@ -31,7 +31,7 @@ def animator():
 
 @pytest.fixture(scope="module")
 def reference():
-    from backend.demo import REFERENCE_IMAGE
+    from dimitra.backend.demo import REFERENCE_IMAGE
 
     return load_reference(REFERENCE_IMAGE)
 
@@ -88,7 +88,7 @@ def test_the_language_is_heard_and_kept_and_english_only_steps_skip_other_langua
         GenerationOptions(language="French").validate()
 
     # PocketSphinx (English phones) is not run on French speech, even when asked for.
-    import backend.features.bilabials as bilabials
+    import dimitra.backend.features.bilabials as bilabials
 
     def english_only(*args, **kwargs):
         raise AssertionError("PocketSphinx ran on French speech")

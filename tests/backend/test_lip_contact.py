@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from backend.generation.lip_contact import apply_lip_contact
-from retarget.face import topology
-from retarget.face.canonical import load_canonical_face
-from retarget.face.measures import inner_lip_gap
+from dimitra.backend.generation.lip_contact import apply_lip_contact
+from dimitra.retarget.face import topology
+from dimitra.retarget.face.canonical import load_canonical_face
+from dimitra.retarget.face.measures import inner_lip_gap
 
 FACE = load_canonical_face()
 

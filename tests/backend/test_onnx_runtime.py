@@ -3,18 +3,18 @@
 import numpy as np
 import pytest
 
-from backend.demo import SPEECH
-from backend.generation.generator import GenerationOptions, MotionGenerator
-from backend.generation.motion import audio_conditioning
-from backend.media.audio import load_audio
-from backend.model.checkpoint import DEFAULT_MODEL, load_bundle
+from dimitra.backend.demo import SPEECH
+from dimitra.backend.generation.generator import GenerationOptions, MotionGenerator
+from dimitra.backend.generation.motion import audio_conditioning
+from dimitra.backend.media.audio import load_audio
+from dimitra.backend.model.checkpoint import DEFAULT_MODEL, load_bundle
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model yet")
 
 
 @pytest.fixture(scope="module")
 def conditioning():
-    from backend.features.speech_features import get_extractor
+    from dimitra.backend.features.speech_features import get_extractor
 
     bundle = load_bundle()
     audio = load_audio(SPEECH)[:16_000 * 9]       # 9 s: three windows, two carried contexts
@@ -49,7 +49,7 @@ def test_an_unknown_runtime_is_refused():
 def test_auto_takes_onnx_on_a_small_cpu_and_falls_back_to_torch(tmp_path, monkeypatch):
     import torch
 
-    from backend.model import onnx_denoiser
+    from dimitra.backend.model import onnx_denoiser
 
     monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from backend.dataset.index import load_features, load_index
-from backend.dataset.prepare import run_prepare
-from backend.media.video import iter_frames, write_video
-from retarget.face.measures import inner_lip_gap
-from retarget.motion_file import load_motion
+from dimitra.backend.dataset.index import load_features, load_index
+from dimitra.backend.dataset.prepare import run_prepare
+from dimitra.backend.media.video import iter_frames, write_video
+from dimitra.retarget.face.measures import inner_lip_gap
+from dimitra.retarget.motion_file import load_motion
 from tests.conftest import TALKING_FACES, shared_file
 
 
@@ -56,7 +56,7 @@ def test_a_rerun_skips_clips_already_done(prepared, talking_clip):
 
 
 def test_a_rerun_refreshes_stale_features_and_the_manifest_fields(talking_clip, tmp_path, monkeypatch):
-    from backend.features.speech_features import LogMelFeatures
+    from dimitra.backend.features.speech_features import LogMelFeatures
 
     video = tmp_path / "clip.mp4"
     shutil.copy(talking_clip[0], video)
@@ -108,7 +108,7 @@ def test_bad_clips_fail_alone_with_clear_errors_and_leave_nothing(talking_clip, 
 
 
 def test_a_same_stem_audio_file_is_used_when_the_video_is_silent(talking_clip, tmp_path):
-    from backend.media.audio import load_audio, write_wav_atomic
+    from dimitra.backend.media.audio import load_audio, write_wav_atomic
 
     frames = [frame for _, frame in iter_frames(talking_clip[0])]
     video = write_video(tmp_path / "line.mp4", frames, 25)

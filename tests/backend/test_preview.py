@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 
-from backend.demo import REFERENCE_IMAGE
-from backend.generation.preview import BACKGROUND, DIM, render_preview
-from backend.generation.reference import load_reference
-from backend.media.audio import load_audio
-from backend.media.video import iter_frames, probe_video
-from retarget.face import topology
-from retarget.motion_file import Motion
+from dimitra.backend.demo import REFERENCE_IMAGE
+from dimitra.backend.generation.preview import BACKGROUND, DIM, render_preview
+from dimitra.backend.generation.reference import load_reference
+from dimitra.backend.media.audio import load_audio
+from dimitra.backend.media.video import iter_frames, probe_video
+from dimitra.retarget.face import topology
+from dimitra.retarget.motion_file import Motion
 
 FPS = 25
 

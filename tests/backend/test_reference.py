@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.demo import REFERENCE_IMAGE
-from backend.generation.reference import ReferenceFaceError, load_reference
-from backend.tracking.face_tracker import FaceTracker
-from retarget.face import topology
-from retarget.face.canonical import inter_ocular_distance, load_canonical_face
-from retarget.face.pose import head_rotation
-from retarget.motion_file import Motion, save_motion
+from dimitra.backend.demo import REFERENCE_IMAGE
+from dimitra.backend.generation.reference import ReferenceFaceError, load_reference
+from dimitra.backend.tracking.face_tracker import FaceTracker
+from dimitra.retarget.face import topology
+from dimitra.retarget.face.canonical import inter_ocular_distance, load_canonical_face
+from dimitra.retarget.face.pose import head_rotation
+from dimitra.retarget.motion_file import Motion, save_motion
 
 
 @pytest.fixture(scope="module")

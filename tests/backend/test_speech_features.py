@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.features import speech_features
-from backend.features.speech_features import (
+from dimitra.backend.features import speech_features
+from dimitra.backend.features.speech_features import (
     FEATURE_EXTRACTORS,
     FeatureCache,
     LogMelFeatures,
     SpeechFeatureExtractor,
     get_extractor,
 )
-from backend.media.audio import SAMPLE_RATE, load_audio
+from dimitra.backend.media.audio import SAMPLE_RATE, load_audio
 
 LIBRIVOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / \
     "speech-alignments" / "librivox"
@@ -211,8 +211,8 @@ def test_cache_recomputes_a_damaged_entry(tmp_path):
 
 def test_joined_names_give_the_parts_side_by_side():
     """"log-mel+bilabials": the log-mel rows, then a 0/1 column marking the p, b, m frames."""
-    from backend.demo import SPEECH
-    from backend.features.bilabials import bilabial_frames
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.features.bilabials import bilabial_frames
 
     speech = load_audio(SPEECH)[:SAMPLE_RATE * 4]
     joined = get_extractor("log-mel+bilabials")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from backend.dataset.tracks import clean_segments, resample_track, split_tracks
+from dimitra.backend.dataset.tracks import clean_segments, resample_track, split_tracks
 
 
 def track(frames: int, fps: float = 30.0, missing=()):

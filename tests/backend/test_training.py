@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pytest
 
-from backend.dataset.prepare import run_prepare
-from backend.model.checkpoint import load_bundle
-from backend.training.train import main as train
+from dimitra.backend.dataset.prepare import run_prepare
+from dimitra.backend.model.checkpoint import load_bundle
+from dimitra.backend.training.train import main as train
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +59,9 @@ def test_training_is_reproducible_and_learns(tiny_dataset, tmp_path):
 def test_train_bilabials_learns_from_phone_labels_beside_the_audio(tiny_dataset, tmp_path, capsys):
     from safetensors import safe_open
 
-    from backend.cli import main as dimitra
-    from backend.dataset.index import iter_segments, load_features
-    from backend.features.bilabials import load_detector_file
+    from dimitra.backend.cli import main as dimitra
+    from dimitra.backend.dataset.index import iter_segments, load_features
+    from dimitra.backend.features.bilabials import load_detector_file
 
     folder = tiny_dataset.parent   # the clips' folder: StyleTalk-style labels, 30 per second
     (folder / "phindex.json").write_text(json.dumps({"B": 0, "AA": 1}))
@@ -87,7 +87,7 @@ def test_training_runs_under_torchrun_with_two_processes(tiny_dataset, tmp_path)
 
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "backend.cli", "train", str(tiny_dataset), "--out", str(out), "--steps", "25",
+               "-m", "dimitra.backend.cli", "train", str(tiny_dataset), "--out", str(out), "--steps", "25",
                "--batch", "2", "--dev-every", "0", "--warmup", "2", "--width", "32", "--depth", "1",
                "--threads", "1"]
     finished = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
@@ -116,10 +116,10 @@ def three_source_dataset(talking_clip, tmp_path_factory):
 
 def test_leave_source_out_folds_train_without_and_score_on_the_held_out_source(
         three_source_dataset, tmp_path, capsys):
-    from backend.cli import main as dimitra
-    from backend.dataset.folds import source_folds
-    from backend.dataset.index import load_index
-    from backend.training.windows import list_segments
+    from dimitra.backend.cli import main as dimitra
+    from dimitra.backend.dataset.folds import source_folds
+    from dimitra.backend.dataset.index import load_index
+    from dimitra.backend.training.windows import list_segments
 
     folds = source_folds(load_index(three_source_dataset))
     assert sorted(map(tuple, folds)) == [("lab",), ("tv",), ("web",)]
@@ -148,8 +148,8 @@ def test_leave_source_out_folds_train_without_and_score_on_the_held_out_source(
 
 
 def test_voice_variant_windows_replace_the_features_only_when_asked(three_source_dataset):
-    from backend.training.train import fit_space_from_dataset
-    from backend.training.windows import (
+    from dimitra.backend.training.train import fit_space_from_dataset
+    from dimitra.backend.training.windows import (
         WindowSettings,
         list_segments,
         load_training_segment,

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.features.speech_features import get_extractor
-from backend.features.voice_variants import VARIANTS, voice_variant
+from dimitra.backend.features.speech_features import get_extractor
+from dimitra.backend.features.voice_variants import VARIANTS, voice_variant
 
 RATE = 16_000
 
@@ -44,7 +44,7 @@ def test_variants_are_repeatable_and_change_the_sound():
 
 @pytest.mark.parametrize("name", ["voice-high", "voice-low", "room"])
 def test_variant_features_keep_one_row_per_video_frame_in_step_with_the_original(name):
-    from backend.media.audio import load_audio
+    from dimitra.backend.media.audio import load_audio
 
     speech = load_audio(Path(__file__).parents[2] / "samples" / "speech_en.flac")[:8 * RATE]
     clean = get_extractor("whisper-tiny-en").extract(speech, 25.0)

@@ -16,11 +16,11 @@ import time
 def child(runs: int, seconds: float) -> dict:
     import bpy
 
-    import blender_addon
-    from blender_addon import generate_job
-    from blender_addon.generate_job import Backend, GenerateJob
-    from blender_addon.sample_rig import build_scene
-    from blender_addon.scene_inputs import GenerateSettings, audio_input, face_inputs
+    from dimitra import blender_addon
+    from dimitra.blender_addon import generate_job
+    from dimitra.blender_addon.generate_job import Backend, GenerateJob
+    from dimitra.blender_addon.sample_rig import build_scene
+    from dimitra.blender_addon.scene_inputs import GenerateSettings, audio_input, face_inputs
     from tests.addon.conftest import make_speech
     from tests.service.server_process import REPO, ServerProcess
 

@@ -13,10 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 _HOUR_CHILD = """
 import json, resource, sys, time
 import numpy as np
-from backend.demo import SPEECH
-from backend.generation.animate import Animator
-from backend.generation.generator import GenerationOptions
-from backend.media.audio import load_audio
+from dimitra.backend.demo import SPEECH
+from dimitra.backend.generation.animate import Animator
+from dimitra.backend.generation.generator import GenerationOptions
+from dimitra.backend.media.audio import load_audio
 seconds = float(sys.argv[1])
 options = GenerationOptions()
 animator = Animator()
@@ -37,12 +37,12 @@ def main(repeats: int = 3) -> dict:
     import numpy as np
     import torch
 
-    from backend.demo import SPEECH
-    from backend.features.bilabials import bilabial_frames
-    from backend.generation.animate import Animator
-    from backend.generation.generator import GenerationOptions, MotionGenerator
-    from backend.generation.motion import audio_conditioning
-    from backend.media.audio import load_audio
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.features.bilabials import bilabial_frames
+    from dimitra.backend.generation.animate import Animator
+    from dimitra.backend.generation.generator import GenerationOptions, MotionGenerator
+    from dimitra.backend.generation.motion import audio_conditioning
+    from dimitra.backend.media.audio import load_audio
 
     animator = Animator()   # runtime auto: onnxruntime on this CPU
     options = GenerationOptions()

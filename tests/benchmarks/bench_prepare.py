@@ -21,8 +21,8 @@ CACHE = REPO / ".bench_cache"
 _CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from backend.dataset.prepare import find_sources, prepare_clip, track_video
-from backend.media.video import probe_video
+from dimitra.backend.dataset.prepare import find_sources, prepare_clip, track_video
+from dimitra.backend.media.video import probe_video
 video, dataset, stage = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 info = probe_video(video)
 start, cpu_start = time.perf_counter(), time.process_time()
@@ -51,8 +51,8 @@ def long_1080p_clip(minutes: float = 10.0) -> Path:
     import numpy as np
     from PIL import Image
 
-    from backend.demo import REFERENCE_IMAGE
-    from backend.media.video import write_video
+    from dimitra.backend.demo import REFERENCE_IMAGE
+    from dimitra.backend.media.video import write_video
 
     path = CACHE / f"sample_1080p_{minutes:g}min.mp4"
     if path.exists():

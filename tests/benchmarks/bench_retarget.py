@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from retarget.correspond import from_vertices
-from retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity
-from retarget.motion_file import Motion
-from retarget.sample_face import (
+from dimitra.retarget.correspond import from_vertices
+from dimitra.retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity
+from dimitra.retarget.motion_file import Motion
+from dimitra.retarget.sample_face import (
     HEAD_ORIGIN,
     INTER_OCULAR_M,
     SCENE_FROM_CANONICAL,
     build_sample_face,
 )
-from retarget.solve import SolveOptions, solve
+from dimitra.retarget.solve import SolveOptions, solve
 
 SECONDS, FPS = 60, 30.0
 REPO = Path(__file__).resolve().parents[2]
@@ -84,8 +84,8 @@ def bench_write_keys(repeats: int = 3) -> dict:
     os.environ.setdefault("XDG_CACHE_HOME", home)
     import bpy
 
-    from blender_addon.bake import write_animation
-    from blender_addon.sample_rig import save_sample_rig
+    from dimitra.blender_addon.bake import write_animation
+    from dimitra.blender_addon.sample_rig import save_sample_rig
 
     face = build_sample_face()
     correspondence = from_vertices(face.rig, np.arange(478))

@@ -18,7 +18,7 @@ import soundfile
 
 def _load(address: str, clients: int, requests: int, call) -> dict:
     """Run `call(client)` `requests` times in each of `clients` threads; latency figures."""
-    from backend.protocol.client import DimitraClient
+    from dimitra.backend.protocol.client import DimitraClient
 
     latencies, failures = [], []
 
@@ -48,8 +48,8 @@ def _load(address: str, clients: int, requests: int, call) -> dict:
 
 def main(clients: int = 16, info_requests: int = 20, animate_requests: int = 5,
          workers: int = 2, audio_seconds: float = 2.0) -> dict:
-    from backend.demo import SPEECH
-    from backend.media.audio import load_audio
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.media.audio import load_audio
     from tests.service.server_process import REPO, ServerProcess
 
     buffer = io.BytesIO()

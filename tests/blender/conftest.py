@@ -16,7 +16,7 @@ SPEECH_SECONDS = 3.5
 
 @pytest.fixture(scope="session")
 def sample_rig(tmp_path_factory) -> Path:
-    from blender_addon.sample_rig import save_sample_rig
+    from dimitra.blender_addon.sample_rig import save_sample_rig
 
     return save_sample_rig(tmp_path_factory.mktemp("rigs") / "sample_face.blend")
 
@@ -26,8 +26,8 @@ def speech_clip(tmp_path_factory) -> Path:
     """The first seconds of the bundled speech sample, as a WAV file."""
     import soundfile
 
-    from backend.demo import SPEECH
-    from backend.media.audio import load_audio
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.media.audio import load_audio
 
     path = tmp_path_factory.mktemp("audio") / "speech.wav"
     soundfile.write(path, load_audio(SPEECH)[: int(SPEECH_SECONDS * 16_000)], 16_000)
@@ -39,8 +39,8 @@ def generated_motion(tmp_path_factory, speech_clip) -> Path:
     """A motion file generated once with the shipped model (reference: the bundled photo)."""
     import torch
 
-    from backend.demo import REFERENCE_IMAGE
-    from backend.generation.animate import AnimateRequest, animate_to_file
+    from dimitra.backend.demo import REFERENCE_IMAGE
+    from dimitra.backend.generation.animate import AnimateRequest, animate_to_file
 
     torch.set_num_threads(1)
     path = tmp_path_factory.mktemp("motion") / "speech.npz"
@@ -50,8 +50,8 @@ def generated_motion(tmp_path_factory, speech_clip) -> Path:
 
 def mouth_opening(motion_path: Path, fps: float):
     """(T,) the generated inner-lip gap resampled to `fps`, what a mouth channel must follow."""
-    from retarget.face.measures import inner_lip_gap
-    from retarget.motion_file import load_motion, resample_motion
+    from dimitra.retarget.face.measures import inner_lip_gap
+    from dimitra.retarget.motion_file import load_motion, resample_motion
 
     motion = resample_motion(load_motion(motion_path), fps)
     return inner_lip_gap(motion.extras["canonical"].astype(float))

@@ -13,9 +13,9 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from retarget.key_names import ARKIT_52
-from retarget.rotations import axis_angle_to_matrix
-from retarget.sample_face import build_sample_face
+from dimitra.retarget.key_names import ARKIT_52
+from dimitra.retarget.rotations import axis_angle_to_matrix
+from dimitra.retarget.sample_face import build_sample_face
 
 # Visemes as mixtures of the ARKit shapes (the way artists often make them).
 VISEME_MIXES = {

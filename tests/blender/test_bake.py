@@ -4,10 +4,10 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon import blender_api
-from blender_addon.bake import BakeError, BakeSettings, bake
-from retarget.key_names import ARKIT_52
-from retarget.rig import RigError
+from dimitra.blender_addon import blender_api
+from dimitra.blender_addon.bake import BakeError, BakeSettings, bake
+from dimitra.retarget.key_names import ARKIT_52
+from dimitra.retarget.rig import RigError
 from tests.blender.conftest import mouth_opening
 from tests.blender.scene_probe import bone_motion, shape_key_values
 
@@ -108,7 +108,7 @@ def test_refuses_bad_input_and_writes_nothing(sample_rig, speech_clip, generated
 
 def test_cli_bakes_a_manifest_and_reports_each_line(sample_rig, speech_clip, generated_motion,
                                                     tmp_path, capsys):
-    from backend.cli import main
+    from dimitra.backend.cli import main
 
     (tmp_path / "takes").mkdir()
     (tmp_path / "takes" / "exists.blend").write_bytes(b"x")
@@ -128,7 +128,7 @@ def test_a_face_the_detector_misses_gets_the_canonical_fit(sample_rig, speech_cl
                                                            generated_motion, tmp_path,
                                                            monkeypatch):
     """Stylised characters: no face found on any render, the canonical face is laid on."""
-    from backend.generation import reference
+    from dimitra.backend.generation import reference
 
     real = reference.load_reference
 
@@ -160,7 +160,7 @@ def test_preview_video_has_picture_and_sound(sample_rig, speech_clip, generated_
                                              tmp_path):
     import av
 
-    from blender_addon.preview import render_preview
+    from dimitra.blender_addon.preview import render_preview
 
     bake(speech_clip, sample_rig, tmp_path / "line.blend", BakeSettings(motion=generated_motion))
     scene = bpy.context.scene
@@ -178,8 +178,8 @@ def test_preview_video_has_picture_and_sound(sample_rig, speech_clip, generated_
 def test_bone_channels_in_every_rotation_mode_give_the_solved_rotation(mode):
     from mathutils import Euler, Matrix, Quaternion
 
-    from blender_addon.key_writer import rotation_channels
-    from retarget.rotations import axis_angle_to_matrix
+    from dimitra.blender_addon.key_writer import rotation_channels
+    from dimitra.retarget.rotations import axis_angle_to_matrix
 
     t = np.linspace(0, 6, 400)
     rotations = axis_angle_to_matrix(np.stack([np.sin(t), np.cos(t), 0.3 + 0 * t], 1),

@@ -4,7 +4,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon.bake import BakeSettings, bake
+from dimitra.blender_addon.bake import BakeSettings, bake
 from tests.blender.conftest import mouth_opening
 from tests.blender.messy_rigs import MIXAMO_BONES, build_messy_rig, jaw_opening
 from tests.blender.scene_probe import bone_motion, shape_key_values, vertex_positions
@@ -121,7 +121,7 @@ def test_jaw_bone_and_jaw_key_do_not_open_the_mouth_twice(tmp_path, generated_mo
 
 def lip_gap(correspondence, frames) -> np.ndarray:
     """(F,) distance of the rig's inner lip middles as evaluated at `frames`."""
-    from blender_addon.rig_reader import read_rig
+    from dimitra.blender_addon.rig_reader import read_rig
 
     surface = read_rig([bpy.data.objects["Head"]])
     gaps = []
@@ -132,7 +132,7 @@ def lip_gap(correspondence, frames) -> np.ndarray:
 
 
 def _keys_of(action) -> list:
-    from blender_addon.blender_api import action_fcurves
+    from dimitra.blender_addon.blender_api import action_fcurves
 
     return sorted((f.data_path, f.array_index, tuple(tuple(k.co) for k in f.keyframe_points))
                   for f in action_fcurves(action))

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from retarget.atomic_file import atomic_open
+from dimitra.retarget.atomic_file import atomic_open
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_litter(tmp_path):

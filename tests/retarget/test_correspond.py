@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from retarget.correspond import (
+from dimitra.retarget.correspond import (
     fit_canonical,
     from_hits,
     from_vertices,
     load_correspondence,
     save_correspondence,
 )
-from retarget.rig import RigDescription, RigError, ShapeKey
-from retarget.rotations import axis_angle_to_matrix
-from retarget.sample_face import INTER_OCULAR_M, build_sample_face
+from dimitra.retarget.rig import RigDescription, RigError, ShapeKey
+from dimitra.retarget.rotations import axis_angle_to_matrix
+from dimitra.retarget.sample_face import INTER_OCULAR_M, build_sample_face
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from retarget.face import topology
-from retarget.face.canonical import build_canonical_face, inter_ocular_distance, load_canonical_face
-from retarget.face.pose import (
+from dimitra.retarget.face import topology
+from dimitra.retarget.face.canonical import (
+    build_canonical_face,
+    inter_ocular_distance,
+    load_canonical_face,
+)
+from dimitra.retarget.face.pose import (
     PIXEL_FROM_UPRIGHT,
     Similarity,
     euler_xyz_to_rotation,

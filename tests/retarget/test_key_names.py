@@ -2,7 +2,7 @@
 
 import pytest
 
-from retarget.key_names import ARKIT_52, VISEMES, canonical_name, region_of
+from dimitra.retarget.key_names import ARKIT_52, VISEMES, canonical_name, region_of
 
 
 @pytest.mark.parametrize("name, canonical", [

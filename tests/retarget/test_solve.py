@@ -3,24 +3,24 @@
 import numpy as np
 import pytest
 
-from retarget.correspond import from_vertices
-from retarget.face.pose import (
+from dimitra.retarget.correspond import from_vertices
+from dimitra.retarget.face.pose import (
     PIXEL_FROM_UPRIGHT,
     Similarity,
     pose_from_relative,
     rotation_to_euler_xyz,
 )
-from retarget.key_names import ARKIT_52
-from retarget.motion_file import Motion, MotionFileError
-from retarget.rig import RigDescription, ShapeKey
-from retarget.rotations import axis_angle_to_matrix, rotation_angle
-from retarget.sample_face import (
+from dimitra.retarget.key_names import ARKIT_52
+from dimitra.retarget.motion_file import Motion, MotionFileError
+from dimitra.retarget.rig import RigDescription, ShapeKey
+from dimitra.retarget.rotations import axis_angle_to_matrix, rotation_angle
+from dimitra.retarget.sample_face import (
     HEAD_ORIGIN,
     INTER_OCULAR_M,
     SCENE_FROM_CANONICAL,
     build_sample_face,
 )
-from retarget.solve import SolveOptions, solve
+from dimitra.retarget.solve import SolveOptions, solve
 
 FRAMES = 90
 # Opposite shapes (one undoes the other): a face uses one of the two at a time.

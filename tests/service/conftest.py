@@ -29,7 +29,7 @@ def wav_bytes(samples: np.ndarray, rate: int = 16_000) -> bytes:
 
 @pytest.fixture(scope="session")
 def speech() -> np.ndarray:
-    from backend.media.audio import load_audio
+    from dimitra.backend.media.audio import load_audio
 
     return load_audio(SAMPLES / "speech_en.flac")       # (N,) 16 kHz
 
@@ -87,7 +87,7 @@ def _idle_around(running: ServerProcess):
 
 
 def is_idle(address: str) -> bool:
-    from backend.protocol.client import DimitraClient
+    from dimitra.backend.protocol.client import DimitraClient
 
     with DimitraClient(address) as client:
         load = client.info()["load"]
@@ -110,7 +110,7 @@ class RawPeer:
 
     def replies(self, timeout: float):
         """Decoded replies as they come, until `timeout` s pass without one."""
-        from backend.protocol import messages as m
+        from dimitra.backend.protocol import messages as m
 
         while self.socket.poll(int(timeout * 1000)):
             _, body = m.split_envelope(self.socket.recv_multipart())
@@ -118,7 +118,7 @@ class RawPeer:
 
     def final_reply(self, timeout: float = 30.0):
         """The first reply that ends a request (not accepted, progress or heartbeat)."""
-        from backend.protocol import messages as m
+        from dimitra.backend.protocol import messages as m
 
         for reply in self.replies(timeout):
             if not isinstance(reply, (m.Accepted, m.Progress, m.Heartbeat)):

@@ -20,14 +20,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m backend.cli serve ...` in a subprocess; `address` once it serves."""
+    """`python -m dimitra.backend.cli serve ...` in a subprocess; `address` once it serves."""
 
     def __init__(self, *options: str, address: str | None = None, python: str = sys.executable,
                  stage_delay: float = 0):
         """python: the interpreter with the backend installed (the add-on tests may run
         under another venv's Python); stage_delay: the test-only hold of every job as its
         sampling starts (s; docs/PROTOCOL.md, Testing)."""
-        from backend.service.workers import TEST_STAGE_DELAY_ENV
+        from dimitra.backend.service.workers import TEST_STAGE_DELAY_ENV
 
         self.address = address or f"tcp://127.0.0.1:{free_port()}"
         where = [] if "--connect" in options else ["--bind", self.address]
@@ -36,7 +36,7 @@ class ServerProcess:
         if stage_delay:
             env[TEST_STAGE_DELAY_ENV] = str(stage_delay)
         self.process = subprocess.Popen(
-            [python, "-m", "backend.cli", "serve", *where, "--torch-threads", "1",
+            [python, "-m", "dimitra.backend.cli", "serve", *where, "--torch-threads", "1",
              *options], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         self.lines: list[str] = []

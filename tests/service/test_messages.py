@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.protocol import messages as m
+from dimitra.backend.protocol import messages as m
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -57,8 +57,8 @@ def test_protocol_md_lists_exactly_the_message_types_and_error_codes():
 
 
 def test_option_types_mirror_generation_options():
-    from backend.generation.generator import GenerationOptions
-    from backend.protocol.options import OPTIONS
+    from dimitra.backend.generation.generator import GenerationOptions
+    from dimitra.backend.protocol.options import OPTIONS
 
     fields = {f.name: type(f.default) for f in dataclasses.fields(GenerationOptions)}
     assert fields == m.OPTION_TYPES == {option.name: option.type for option in OPTIONS}
@@ -125,8 +125,9 @@ def test_the_protocol_package_imports_without_torch_or_bpy():
     """The add-on vendors backend/protocol, and `dimitra client` runs on machines without
     the model: both import with only numpy and zmq."""
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None; "
-            "sys.modules['backend.generation'] = None; "
-            "import backend.protocol.messages, backend.protocol.client, backend.protocol.remote; "
+            "sys.modules['dimitra.backend.generation'] = None; "
+            "import dimitra.backend.protocol.messages, dimitra.backend.protocol.client, "
+            "dimitra.backend.protocol.remote; "
             "heavy = [n for n in ('torch', 'bpy', 'mediapipe', 'cv2', 'av') "
             "if sys.modules.get(n) is not None]; assert not heavy, heavy; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from backend.protocol import messages as m
-from backend.protocol.client import CurveKeys, DimitraClient, ServiceError
+from dimitra.backend.protocol import messages as m
+from dimitra.backend.protocol.client import CurveKeys, DimitraClient, ServiceError
 from tests.service.conftest import RawPeer
 from tests.service.server_process import ServerProcess, free_port
 
@@ -182,7 +182,7 @@ def test_curve_admits_known_clients_and_refuses_strangers(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_two_servers_behind_one_zmq_proxy_share_the_work(short_audio, reference_image):
-    from backend.service.proxy import Proxy
+    from dimitra.backend.service.proxy import Proxy
 
     front, back = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     proxy = Proxy(front, back).start()

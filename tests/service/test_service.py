@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from backend.protocol import messages as m
-from backend.protocol.client import DimitraClient, JobCancelled, ServiceError
-from retarget.motion_file import load_motion
+from dimitra.backend.protocol import messages as m
+from dimitra.backend.protocol.client import DimitraClient, JobCancelled, ServiceError
+from dimitra.retarget.motion_file import load_motion
 from tests.service.conftest import HOLD_S, RawPeer
 from tests.service.server_process import ServerProcess, free_port, wait_until
 
@@ -192,7 +192,7 @@ def test_no_server_is_a_clear_error_within_the_timeout(short_audio, reference_im
 
 def test_client_cli_writes_the_file_dimitra_animate_writes(server, tmp_path, speech,
                                                            reference_image, capsys):
-    from backend.cli import main
+    from dimitra.backend.cli import main
     from tests.service.conftest import SAMPLES, wav_bytes
 
     audio = tmp_path / "line.wav"
