@@ -13,6 +13,7 @@ from pathlib import Path
 
 # The generation options' flags, defaults and help come from their one table (torch-free, so
 # `dimitra client` does not load torch): backend.protocol.options.OPTIONS.
+from .protocol.constants import DEFAULT_PROXY_BACKEND, DEFAULT_SERVER
 from .protocol.options import ANIMATE, EVAL, cli_options
 
 # The folders (installed as dimitra.backend, dimitra.retarget, dimitra.blender_addon) whose own
@@ -302,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Answer docs/PROTOCOL.md requests: --workers processes each load the model "
                     "once; jobs past the workers wait in a bounded queue, then `busy`. SIGTERM "
                     "finishes open jobs and exits.")
-    serve.add_argument("--bind", default="tcp://127.0.0.1:5555",
-                       help="address to serve on (default: loopback only, tcp://127.0.0.1:5555)")
+    serve.add_argument("--bind", default=DEFAULT_SERVER,
+                       help=f"address to serve on (default: loopback only, {DEFAULT_SERVER})")
     serve.add_argument("--connect", help="serve behind `dimitra proxy`: connect to its back end "
                                          "(e.g. tcp://proxy-host:5556) instead of binding")
     serve.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -330,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     proxy = commands.add_parser(
         "proxy", help="one front address for several `serve --connect` servers (zmq.proxy)")
-    proxy.add_argument("--bind", default="tcp://127.0.0.1:5555", help="address clients use")
-    proxy.add_argument("--backend", default="tcp://127.0.0.1:5556",
-                       help="address servers connect to with `dimitra serve --connect`")
+    proxy.add_argument("--bind", default=DEFAULT_SERVER,
+                       help=f"address clients use (default {DEFAULT_SERVER})")
+    proxy.add_argument("--backend", default=DEFAULT_PROXY_BACKEND,
+                       help="address servers connect to with `dimitra serve --connect` "
+                            f"(default {DEFAULT_PROXY_BACKEND})")
     proxy.set_defaults(run=_proxy)
 
     client = commands.add_parser("client", help="use a running `dimitra serve` from the shell")
@@ -348,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_animate.add_argument("--quiet", action="store_true", help="no progress on stderr")
     _add_generation_options(client_animate)
     for sub in (client_info, client_animate):
-        sub.add_argument("--server", default="tcp://127.0.0.1:5555", help="the server's address")
+        sub.add_argument("--server", default=DEFAULT_SERVER,
+                         help=f"the server's address (default {DEFAULT_SERVER})")
         sub.add_argument("--timeout", type=float, default=3.0,
                          help="seconds to wait for a first answer (default 3)")
         sub.add_argument("--server-key", help="CurveZMQ: the server's public key (server.key)")

@@ -37,6 +37,8 @@ ERROR_CODES = (BAD_REQUEST, UNSUPPORTED_VERSION, TOO_LARGE, BUSY, BAD_AUDIO, BAD
 # Where a server listens and a client looks when given no address: loopback only, so a server
 # started without --bind is not reachable from other machines.
 DEFAULT_SERVER = "tcp://127.0.0.1:5555"
+# Where `dimitra proxy` waits for `dimitra serve --connect` servers when given no --backend.
+DEFAULT_PROXY_BACKEND = "tcp://127.0.0.1:5556"
 # Both sides send a heartbeat this often while a job is open, so a long job's silence is never
 # mistaken for a lost peer.
 HEARTBEAT_S = 1.0
