@@ -6,7 +6,10 @@ chosen by a cheap face-detector audit every `audit_every` frames, and tracking t
 crop around it, so the tracker cannot wander to a bystander.
 """
 
+import contextlib
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Self
 
@@ -16,6 +19,28 @@ import numpy as np
 from mediapipe.python.solutions import face_detection, face_mesh
 
 from ...retarget.face.topology import NUM_LANDMARKS
+
+
+@contextlib.contextmanager
+def quiet_native_logs():
+    """MediaPipe's C++ side (absl, TF Lite) writes start-up notes straight to file descriptor 2
+    ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires ..."), past GLOG
+    settings and sys.stderr: send fd 2 to a temporary file while the block runs, and replay it
+    only if the block fails, so a crash keeps its native diagnostics."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            os.write(2, captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class NoFaceError(ValueError):
@@ -43,11 +68,12 @@ class FaceTracker:
     """
 
     def __init__(self, audit_every: int = 50, crop_margin: float = 0.6):
-        self._mesh = face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
-                                        refine_landmarks=True, min_detection_confidence=0.5,
-                                        min_tracking_confidence=0.5)
-        self._detector = face_detection.FaceDetection(model_selection=1,
-                                                      min_detection_confidence=0.5)
+        with quiet_native_logs():
+            self._mesh = face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1,
+                                            refine_landmarks=True, min_detection_confidence=0.5,
+                                            min_tracking_confidence=0.5)
+            self._detector = face_detection.FaceDetection(model_selection=1,
+                                                          min_detection_confidence=0.5)
         self.audit_every = audit_every
         self.crop_margin = crop_margin
         self._frame_index = 0
@@ -66,9 +92,17 @@ class FaceTracker:
 
     def track(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         """frame_rgb (H, W, 3) uint8 -> (478, 3) float32 landmarks in pixels, or None."""
+        if self._frame_index == 0:         # the graphs' first run logs natively, once
+            with quiet_native_logs():
+                self._audit(frame_rgb)
+                self._frame_index += 1
+                return self._track(frame_rgb)
         if self._frame_index % self.audit_every == 0:
             self._audit(frame_rgb)
         self._frame_index += 1
+        return self._track(frame_rgb)
+
+    def _track(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         if self._crop is None:
             return self._mesh_landmarks(frame_rgb)
         box = self._crop
@@ -111,8 +145,9 @@ def find_faces(image_rgb: np.ndarray, size: tuple[int, int] | None = None, max_f
     height): the image's own by default, or the original's when `image_rgb` was resized for
     detection. Confidence 0.3 also finds stylised renders (Blender characters).
     """
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
-                            min_detection_confidence=min_detection_confidence) as mesh:
+    with quiet_native_logs(), face_mesh.FaceMesh(
+            static_image_mode=True, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=min_detection_confidence) as mesh:
         result = mesh.process(np.ascontiguousarray(image_rgb))
     width, height = size or (image_rgb.shape[1], image_rgb.shape[0])
     faces = result.multi_face_landmarks or []

@@ -92,7 +92,7 @@ def test_no_blink_keeps_the_eyes_open(animator, speech):
     assert (aperture >= neutral - 0.02).all()
 
 
-def test_cli_writes_the_motion_file_at_the_asked_fps_and_a_preview(tmp_path, capsys):
+def test_cli_writes_the_motion_file_at_the_asked_fps_and_a_preview(tmp_path, capfd):
     clip = tmp_path / "line.wav"
     write_wav_atomic(clip, load_audio(SPEECH)[:16_000 * 2], 16_000)
     out, preview = tmp_path / "line.npz", tmp_path / "line.mp4"
@@ -105,6 +105,9 @@ def test_cli_writes_the_motion_file_at_the_asked_fps_and_a_preview(tmp_path, cap
 
     info = probe_video(preview)
     assert info.has_audio and info.width == 384
+    # MediaPipe's native start-up notes never reach the terminal (fd 2), only Dimitra's lines.
+    err = capfd.readouterr().err
+    assert not [line for line in err.splitlines() if line.startswith(("W0000", "I0000", "INFO:"))]
 
 
 @pytest.mark.parametrize("seconds", [0.2, 1.0])
