@@ -49,7 +49,7 @@ def _prepare(args) -> int:
         raise UsageError(f"{', '.join(missing)}: no such file or folder; give videos, folders "
                          "of videos, or a manifest.csv")
     records = run_prepare(args.inputs, args.out, jobs=args.jobs, features=tuple(args.features),
-                          split=args.split, progress=not args.quiet)
+                          split=args.split, progress=not args.quiet, ray=args.ray)
     print(summary_table(records))
     return 0 if all(r.status == "ok" for r in records) else 1
 
@@ -135,6 +135,20 @@ def _animate(args) -> int:
           f"({motion.duration_s:.1f} s); features {timing.get('features', 0):.2f} s, "
           f"sampling {timing.get('sampling', 0):.2f} s"
           + (f"; preview {args.preview}" if args.preview else ""))
+    if args.video:
+        from .render.renderer import render_motion_file, summary_line
+
+        print(summary_line(args.video, render_motion_file(args.out, args.ref, args.video,
+                                                          args.audio)))
+    return 0
+
+
+def _render(args) -> int:
+    from .render.renderer import render_motion_file, summary_line
+
+    print(summary_line(args.out, render_motion_file(args.motion, args.ref, args.out, args.audio,
+                                                    args.size, args.side_by_side,
+                                                    args.warp_only)))
     return 0
 
 
@@ -218,20 +232,63 @@ def _bake(args) -> int:
 
 
 def _bake_lines(args, settings, bake, bake_manifest) -> int:
+    if (args.ray or args.workers or args.out_dir) and not args.manifest:
+        raise UsageError("--ray, --workers and --out-dir go with --manifest lines.csv")
+    if args.workers and not args.ray:
+        raise UsageError("--workers goes with --ray (without it a manifest bakes in this "
+                         "process)")
     if args.manifest:
-        reports = bake_manifest(args.manifest, args.rig, settings)
-        for r in reports:
-            print(f"line {r['line']}: {r['status']:6} {r['out']}"
-                  + (f" ({r['frames']} frames, {r['seconds']} s)" if r["status"] == "ok"
-                     else f": {r['error']}"))
-        return 0 if all(r["status"] == "ok" for r in reports) else 1
-    if not (args.audio and args.out):
-        raise UsageError("give AUDIO and --out, or --manifest lines.csv")
+        if args.ray:
+            reports = _bake_on_ray(args, settings)
+        else:
+            reports = bake_manifest(args.manifest, args.rig, settings, out_dir=args.out_dir)
+        _print_line_reports(reports)
+        return 0 if all(r["status"] != "failed" for r in reports) else 1
+    if not (args.audio and args.out and args.rig):
+        raise UsageError("give AUDIO, --rig and --out, or --manifest lines.csv")
     result = bake(args.audio, args.rig, args.out, settings)
     print(f"{result.out}: {result.frames} frames at {result.fps:g} fps, {result.shape_keys} "
           f"shape keys, {result.bones} bones, correspondence by {result.correspondence.method}, "
           f"{result.seconds:.1f} s")
     return 0
+
+
+def _bake_on_ray(args, settings) -> list[dict]:
+    from ..blender_addon.manifest import read_manifest
+    from .scale.bake import bake_on_ray
+
+    lines = read_manifest(args.manifest, args.rig, args.out_dir)
+    run = bake_on_ray(lines, settings, args.ray, args.workers or 0)
+    if run.workers:
+        loads = sorted(w["load_seconds"] for w in run.workers)
+        print(f"{len(run.workers)} Ray workers on {len({w['host'] for w in run.workers})} "
+              f"node(s), model loaded in {loads[len(loads) // 2]:.1f} s each (median)")
+    return run.reports
+
+
+def _print_line_reports(reports: list[dict]) -> None:
+    """Each line as it went, then the failed ones again at the end with their errors."""
+    for r in reports:
+        if r["status"] == "ok":
+            outcome = f" ({r['frames']} frames, {r['seconds']} s)"
+        else:
+            outcome = f": {r['error']}" if r["status"] == "failed" else " (exists: baked before)"
+        print(f"line {r['line']}: {r['status']:7} {r['out']}{outcome}")
+    counts = {status: sum(r["status"] == status for r in reports)
+              for status in ("ok", "skipped", "failed")}
+    print(f"{len(reports)} lines: {counts['ok']} baked, {counts['skipped']} already there, "
+          f"{counts['failed']} failed")
+    for r in reports:
+        if r["status"] == "failed":
+            print(f"  failed line {r['line']} ({r['audio']}): {r['error']}")
+
+
+def _add_ray_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--ray", nargs="?", const="auto", metavar="auto|local|ADDRESS",
+                        help=f"{what} on Ray (pip install 'dimitra-blender[scale]'): local = a "
+                             "Ray instance for this run, ADDRESS = a running cluster's HOST:PORT "
+                             "(`ray start --head` prints it), auto (also plain --ray) = this "
+                             "machine's cluster if there is one, else local")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -257,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--split", default="train",
                          help="split for inputs not from a manifest (default: train)")
     prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_ray_flag(prepare, "clips as tasks")
     prepare.set_defaults(run=_prepare)
 
     evaluate = commands.add_parser(
@@ -289,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--ref", required=True, help="reference image or prepared .npz")
     animate.add_argument("--out", required=True, help="motion file to write (.npz)")
     animate.add_argument("--preview", help="also render the mesh over the reference to this .mp4")
+    animate.add_argument("--video", help="also render the photoreal video to this .mp4 (as "
+                                         "`dimitra render`, 256 px)")
     _add_generation_options(animate)
     animate.add_argument("--model", help="model file (default: the shipped model)")
     animate.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"),
@@ -297,6 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run the denoiser with torch or onnxruntime (the same motion; "
                               "auto: onnxruntime on the CPU, torch on a GPU)")
     animate.set_defaults(run=_animate)
+
+    render = commands.add_parser(
+        "render", help="a motion file + its reference picture -> a photoreal video with the speech",
+        description="Animate the reference picture with the motion file's landmarks (the face "
+                    "mesh warp, the inside of the mouth painted by a small network) in one "
+                    "fixed square crop around the face, with the speech: --audio, else the "
+                    "audio the motion was made from. The video lasts as long as the audio.")
+    render.add_argument("motion", help="motion file (.npz) from `dimitra animate`")
+    render.add_argument("--ref", required=True, help="the reference picture animate was given")
+    render.add_argument("--out", required=True, help="video to write (.mp4)")
+    render.add_argument("--audio", help="speech to mux in (default: the motion's own audio)")
+    render.add_argument("--size", type=int, default=256, choices=(256, 512),
+                        help="output side in pixels (default 256)")
+    render.add_argument("--side-by-side", metavar="RIG_VIDEO.mp4",
+                        help="put this video (the rig's take) on the left, the render on the right")
+    render.add_argument("--warp-only", action="store_true",
+                        help="the warp alone, without the mouth network (for comparison)")
+    render.set_defaults(run=_render)
 
     serve = commands.add_parser(
         "serve", help="serve the model to the add-on and batch tools over ZeroMQ",
@@ -365,10 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "Action (existing animation is kept on the NLA) with the sound in the "
                     "sequencer, and write OUT (.blend, .fbx or .glb; never overwritten).")
     bake.add_argument("audio", nargs="?", help="speech (any common format)")
-    bake.add_argument("--rig", required=True, help="the character: .blend, .fbx, .glb or .gltf")
+    bake.add_argument("--rig", help="the character: .blend, .fbx, .glb or .gltf (with "
+                                    "--manifest: for lines whose 'rig' column is empty)")
     bake.add_argument("--out", help="file to write: .blend, .fbx or .glb (must not exist)")
-    bake.add_argument("--manifest", help="CSV with columns audio,out: bake every line, the "
-                                         "model loaded once")
+    bake.add_argument("--manifest", help="CSV with columns audio,out (and optionally rig): "
+                                         "bake every line, the model loaded once")
+    bake.add_argument("--out-dir", help="with --manifest: folder for relative 'out' paths "
+                                        "(default: the manifest's folder)")
+    _add_ray_flag(bake, "lines as tasks for worker processes that each load the model once, "
+                        "skipping lines whose out exists,")
+    bake.add_argument("--workers", type=int, help="with --ray: worker processes (default: "
+                                                  "every CPU of the cluster)")
     bake.add_argument("--mesh", nargs="+", help="face mesh object(s) (default: found)")
     bake.add_argument("--armature", help="armature object (default: found)")
     bake.add_argument("--motion", help="bake this motion file instead of generating one")

@@ -16,7 +16,6 @@ add-on's UI goes through the server instead.
 """
 
 import contextlib
-import csv
 import itertools
 import tempfile
 import time
@@ -32,6 +31,7 @@ from ..retarget.rig import RigDescription, RigError
 from ..retarget.solve import RigAnimation, SolveOptions, solve
 from . import blender_api
 from .key_writer import KeyWriter, plan_curves
+from .manifest import ManifestLine, read_manifest
 from .reference_view import ViewChoice, canonical_reference, choose_view, read_snapshot
 from .rig_reader import find_armature, find_face_meshes, read_rig
 from .scene_state import temporarily
@@ -247,44 +247,51 @@ def export(out: Path) -> Path:
 # Many lines in one process
 # ---------------------------------------------------------------------------------------------
 
-def bake_manifest(manifest: str | Path, rig_path: str | Path, settings: BakeSettings | None = None,
-                  progress: bool = True) -> list[dict]:
-    """Bake every line of a CSV (`audio,out` columns; relative paths from the CSV's folder).
+class LineBaker:
+    """Bakes manifest lines one after another in this process: the model loaded once, the
+    reference view and correspondence made once per rig. `bake_manifest` and each Ray worker
+    (backend/scale/bake.py) bake through one."""
 
-    The model is loaded once and the reference view and correspondence made once; a failed
-    line is reported and the others still bake. Returns one report per line.
+    def __init__(self, settings: BakeSettings | None = None):
+        self.settings = settings or BakeSettings()
+        self.animator = None
+        self.rigs: dict[Path, tuple[Correspondence, ViewChoice | None]] = {}  # made per rig
+
+    def load_model(self) -> None:
+        """Load the model now (else the first line that generates does)."""
+        from ..backend.generation.animate import Animator
+        from ..backend.model.checkpoint import DEFAULT_MODEL
+
+        if self.animator is None and not self.settings.motion:
+            self.animator = Animator(self.settings.model or DEFAULT_MODEL)
+
+    def bake_line(self, line: ManifestLine) -> dict:
+        """Bake one line; a failure is reported in the result, never raised."""
+        report = {"line": line.number, "audio": str(line.audio), "out": str(line.out),
+                  "rig": str(line.rig)}
+        try:
+            self.load_model()
+            correspondence, view = self.rigs.get(line.rig, (None, None))
+            result = bake(line.audio, line.rig, line.out, self.settings, self.animator,
+                          correspondence, view)
+        except (BakeError, RigError, ValueError, RuntimeError, OSError) as error:
+            return {**report, "status": "failed", "error": str(error)}
+        self.rigs[line.rig] = (result.correspondence, result.view or view)
+        return {**report, "status": "ok", "frames": result.frames,
+                "seconds": round(result.seconds, 2)}
+
+
+def bake_manifest(manifest: str | Path, rig_path: str | Path | None,
+                  settings: BakeSettings | None = None, progress: bool = True,
+                  out_dir: str | Path | None = None) -> list[dict]:
+    """Bake every line of a CSV (manifest.py: `audio,out[,rig]` columns) in this process.
+
+    A failed line is reported and the others still bake. Returns one report per line.
     """
     from tqdm import tqdm
 
-    from ..backend.generation.animate import Animator
-    from ..backend.model.checkpoint import DEFAULT_MODEL
-
-    manifest = Path(manifest)
-    settings = settings or BakeSettings()
-    lines = read_manifest(manifest)
-    animator = None if settings.motion else Animator(settings.model or DEFAULT_MODEL)
-    correspondence, view, reports = None, None, []
-    for number, (audio, out) in enumerate(tqdm(lines, desc="bake", unit="line",
-                                               disable=not progress), start=2):
-        try:
-            result = bake(audio, rig_path, out, settings, animator, correspondence, view)
-        except (BakeError, RigError, ValueError, RuntimeError, OSError) as error:
-            reports.append({"line": number, "audio": str(audio), "out": str(out),
-                            "status": "failed", "error": str(error)})
-            continue
-        correspondence, view = result.correspondence, result.view or view
-        reports.append({"line": number, "audio": str(audio), "out": str(out), "status": "ok",
-                        "frames": result.frames, "seconds": round(result.seconds, 2)})
-    return reports
-
-
-def read_manifest(manifest: Path) -> list[tuple[Path, Path]]:
-    if not manifest.is_file():
-        raise BakeError(f"--manifest {manifest}: no such file")
-    with manifest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"audio", "out"} <= set(rows[0]):
-        raise BakeError(f"--manifest {manifest}: a CSV with a header row naming the columns "
-                        "'audio' and 'out', one line to bake per row")
-    base = manifest.parent
-    return [(base / row["audio"].strip(), base / row["out"].strip()) for row in rows]
+    lines = read_manifest(manifest, rig_path, out_dir)
+    baker = LineBaker(settings)
+    baker.load_model()   # a model that does not load stops the run before any line
+    return [baker.bake_line(line)
+            for line in tqdm(lines, desc="bake", unit="line", disable=not progress)]

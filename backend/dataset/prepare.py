@@ -196,19 +196,28 @@ def _slice_padded(samples: np.ndarray, start: int, length: int) -> np.ndarray:
     return out
 
 
-def _run_one(source: ClipSource, dataset: Path, features: tuple[str, ...]) -> ClipRecord:
+def run_one(source: ClipSource, dataset: Path, features: tuple[str, ...]) -> ClipRecord:
+    """prepare_clip, with a failure recorded instead of raised (what every worker runs)."""
     try:
         return prepare_clip(source, dataset, features)
     except Exception as error:  # noqa: BLE001 -- one bad clip must not stop the run; its message is kept
-        return ClipRecord(source.clip_id, str(source.video), str(source.audio), "",
-                          source.split, source.speaker, source.license, source.source,
-                          source.language, status="failed", error=f"{type(error).__name__}: {error}")
+        return failed_record(source, f"{type(error).__name__}: {error}")
+
+
+def failed_record(source: ClipSource, error: str) -> ClipRecord:
+    return ClipRecord(source.clip_id, str(source.video), str(source.audio), "",
+                      source.split, source.speaker, source.license, source.source,
+                      source.language, status="failed", error=error)
 
 
 def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
                 features: tuple[str, ...] = DEFAULT_FEATURES, split: str = "train",
-                progress: bool = True) -> list[ClipRecord]:
-    """Prepare every clip not already done; returns the records of this run's inputs."""
+                progress: bool = True, ray: str | None = None) -> list[ClipRecord]:
+    """Prepare every clip not already done; returns the records of this run's inputs.
+
+    `ray` (auto, local or a cluster's ADDRESS: backend/scale): the clips become Ray tasks,
+    `jobs` at a time (default: the cluster's CPUs), instead of local worker processes.
+    """
     from tqdm import tqdm
 
     dataset = Path(dataset)
@@ -235,18 +244,25 @@ def run_prepare(paths: list[str | Path], dataset: str | Path, jobs: int = 0,
         else:
             todo.append(source)
 
-    jobs = jobs or min(len(todo), multiprocessing.cpu_count()) or 1
     bar = tqdm(total=len(sources), initial=len(results), unit="clip", desc="prepare",
                disable=not progress, file=sys.stderr)
+    if ray is not None and todo:
+        from ..scale.prepare import prepare_on_ray
+
+        for record in prepare_on_ray(todo, dataset, features, ray, jobs):
+            results[record.clip_id] = record
+            bar.update()
+        todo = []
+    jobs = jobs or min(len(todo), multiprocessing.cpu_count()) or 1
     if jobs == 1:
         for source in todo:
-            results[source.clip_id] = _run_one(source, dataset, features)
+            results[source.clip_id] = run_one(source, dataset, features)
             bar.update()
     else:
         # spawn: MediaPipe's graph threads do not survive a fork.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures = [pool.submit(_run_one, s, dataset, features) for s in todo]
+            futures = [pool.submit(run_one, s, dataset, features) for s in todo]
             for future in as_completed(futures):
                 record = future.result()
                 results[record.clip_id] = record
