@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH) -e '.[backend,train,blender,dev]'
+	$(PY) -m pip install --quiet $(TORCH) -e '.[backend,train,blender,scale,dev]'
 	touch $(STAMP)
 
 install-bpy5: $(STAMP5)
