@@ -31,7 +31,7 @@ from .face.pose import (
     head_rotation,
     to_canonical,
 )
-from .key_names import region_of
+from .key_names import ARKIT_52, canonical_name, region_of
 from .motion_file import Motion, MotionFileError, resample_motion
 from .rig import Bone, RigDescription, RigError
 from .rotations import axis_angle_to_matrix, rotation_fraction
@@ -51,6 +51,13 @@ EFFECT_REGIONS = {
     "gaze": ("right_iris", "left_iris"),
     "brows": ("right_brow", "left_brow"),
 }
+# Facing inner-lip points (upper, lower), corner to corner: their gap is the mouth opening.
+LIP_PAIRS = tuple((topology.LIPS_INNER[19 - i], topology.LIPS_INNER[1 + i]) for i in range(9))
+# How much each pair's opening counts against the points' positions (lips_inner: 8 each).
+# Chosen on the sample rig and generated and tracked motion: 300 keeps 0.82-0.87 of the
+# opening's amplitude (0.55-0.66 without), the lips' positions fit 1.5x worse.
+OPENING_WEIGHT = 300.0
+KEY_SETS = ("auto", "arkit", "visemes", "all")
 EYEBALL_RADIUS = 0.4   # of the eye's corner-to-corner width (about 12 of 30 mm)
 JAW_RANGE = (-0.05, 0.6)   # radians of opening the jaw bone may take
 MOVES_NOTHING = 1e-5   # a key moving the landmarks' points less than this (of the face size)
@@ -64,6 +71,7 @@ class SolveOptions:
     neck_share: float = 0.35       # of the head rotation given to the neck bone
     max_iterations: int = 50       # ADMM, only to pick each frame's keys; then exact
     tolerance: float = 2e-4        # ADMM stop: weight change and constraint gap
+    keys: str = "auto"             # KEY_SETS: which shape keys a rig with two sets uses
 
     def strength_of(self, region: str) -> float:
         return float(self.strength.get(region, 1.0))
@@ -142,9 +150,12 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
         upper = np.array([k.slider_max for k in rig.shape_keys])
         point_weights = landmark_weights() * valid
         face_size = np.linalg.norm(np.ptp(rest[valid], axis=0)) if valid.any() else 1.0
-        moves = np.abs(basis).max(axis=(1, 2)) > MOVES_NOTHING * face_size
+        key_set, in_set = choose_keys([k.name for k in rig.shape_keys], options.keys)
+        moves = (np.abs(basis).max(axis=(1, 2)) > MOVES_NOTHING * face_size) & in_set
+        opening_basis, opening_targets, opening_weights = lip_openings(basis, targets, valid)
         weights = solve_weights(basis[moves], targets, point_weights, lower[moves],
-                                upper[moves], options)
+                                upper[moves], options,
+                                (opening_basis[moves], opening_targets, opening_weights))
         regions = [key_region(k.name, b) for k, b in zip(rig.shape_keys, basis)]
         index = np.flatnonzero(moves)
         for k, key in enumerate(rig.shape_keys):
@@ -154,8 +165,12 @@ def solve(rig: RigDescription, correspondence: Correspondence, motion: Motion,
             column = weights[:, np.searchsorted(index, k)]
             scaled = column * options.strength_of(regions[k]) if regions[k] else column
             shape_keys[key.name] = np.clip(scaled, key.slider_min, key.slider_max)
+        report["key_set"] = key_set
         report["keys_solved"] = [k.name for k, m in zip(rig.shape_keys, moves) if m]
-        report["keys_moving_nothing"] = [k.name for k, m in zip(rig.shape_keys, moves) if not m]
+        report["keys_moving_nothing"] = [k.name for k, m, s in zip(rig.shape_keys, moves, in_set)
+                                         if s and not m]
+        report["keys_of_the_other_set"] = [k.name for k, s in zip(rig.shape_keys, in_set)
+                                           if not s]
         lips = list(topology.LIPS)
         fitted = (weights @ basis[moves][:, lips].reshape(moves.sum(), -1)).reshape(-1, len(lips), 3)
         error = np.linalg.norm(fitted - targets[:, lips], axis=-1)
@@ -207,6 +222,50 @@ def canonical_to_scene(neutral: np.ndarray, rest: np.ndarray, valid: np.ndarray)
     return fit_similarity(neutral[points], rest[points])
 
 
+def choose_keys(names: list[str], keys: str) -> tuple[str, np.ndarray]:
+    """The key set a solve uses and (K,) whether each key is in it.
+
+    Two sets that shape the mouth fight when solved together (the opening goes to
+    mouthLowerDown and viseme_aa while jawOpen stays at 0), so one of them stays at 0:
+    arkit: the viseme keys; visemes: the ARKit mouth keys (blinks, gaze and brows still
+    move); all: none. auto: arkit when the rig has all 52 ARKit names, else visemes when it
+    has visemes, else all. Keys of no known name are solved in every set. Raises RigError when
+    an explicit set is not on the rig.
+    """
+    if keys not in KEY_SETS:
+        raise ValueError(f"keys must be one of {', '.join(KEY_SETS)}, got {keys!r}")
+    canonical = [canonical_name(name) or "" for name in names]
+    arkit = np.array([c in ARKIT_52 for c in canonical], dtype=bool)
+    visemes = np.array([c.startswith("viseme_") for c in canonical], dtype=bool)
+    if keys == "auto":
+        keys = "arkit" if set(ARKIT_52) <= set(canonical) else (
+            "visemes" if visemes.any() else "all")
+    if keys == "all":
+        return keys, np.ones(len(names), dtype=bool)
+    if keys == "arkit":
+        if not arkit.any():
+            raise RigError("--keys arkit: the rig has no ARKit-named shape keys (jawOpen, "
+                           "eyeBlinkLeft, ...); use --keys auto, visemes or all")
+        return keys, ~visemes
+    if not visemes.any():
+        raise RigError("--keys visemes: the rig has no viseme shape keys (viseme_aa, ...); "
+                       "use --keys auto, arkit or all")
+    arkit_mouth = np.array([c in ARKIT_52 and region_of(c) == "mouth" for c in canonical],
+                           dtype=bool)
+    return keys, ~arkit_mouth
+
+
+def lip_openings(basis: np.ndarray, targets: np.ndarray, valid: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mouth opening as extra points for the fit: (K, P, 3) each key's change of the
+    upper-minus-lower offset of the P facing inner-lip pairs, (T, P, 3) the motion's, (P,)
+    their weights (0 where a lip point is not on the rig)."""
+    upper, lower = (list(side) for side in zip(*LIP_PAIRS))
+    weights = OPENING_WEIGHT * (valid[upper] & valid[lower])
+    return (basis[:, upper] - basis[:, lower], targets[:, upper] - targets[:, lower],
+            weights.astype(np.float64))
+
+
 def landmark_weights() -> np.ndarray:
     """(478,) how much each landmark's fit counts."""
     weights = np.ones(topology.NUM_LANDMARKS)
@@ -229,31 +288,49 @@ def key_region(name: str, effect: np.ndarray) -> str | None:
 
 
 def solve_weights(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndarray,
-                  lower: np.ndarray, upper: np.ndarray, options: SolveOptions) -> np.ndarray:
+                  lower: np.ndarray, upper: np.ndarray, options: SolveOptions,
+                  exact_only: tuple | None = None) -> np.ndarray:
     """Bounded, sparse least squares for every frame at once.
 
     basis (K, N, 3) each key's displacement of the N points, targets (T, N, 3), point_weights
     (N,), bounds (K,) -> (T, K) weights minimising
     sum_n w_n |sum_k x_k basis_kn - target_n|^2 / 2, lower <= x <= upper, on the keys an L1
     term (sparsity * sum_k G_kk |x_k|) picks per frame. Unit-scaled variables (G_kk = 1).
+    exact_only: (basis (K, P, 3), targets (T, P, 3), weights (P,)) of further points that the
+    final exact solve fits too but the L1 pass that picks the keys does not (the lips'
+    opening: weighted heavily, it would let the L1 pass pick mixtures near closed lips).
     """
     count = len(basis)
     if count == 0:
         return np.zeros((len(targets), 0))
-    root = np.sqrt(np.repeat(point_weights, 3))
-    design = basis.reshape(count, -1) * root                               # (K, 3N)
-    gram = design @ design.T                                               # (K, K)
+    gram, linear = _normal_equations(basis, targets, point_weights)
     scale = np.sqrt(np.maximum(np.diag(gram), 1e-300))
     gram_unit = gram / np.outer(scale, scale)
-    linear = (targets.reshape(len(targets), -1) * root) @ design.T / scale  # (T, K)
+    linear_unit = linear / scale
     threshold = options.sparsity * scale                                   # on unit variables
     low, high = lower * scale, upper * scale
-    start = np.clip(linear @ np.linalg.pinv(gram_unit, rcond=1e-6), low, high)
-    chosen = _admm(gram_unit, linear, start, low, high, threshold, scale, options)
+    start = np.clip(linear_unit @ np.linalg.pinv(gram_unit, rcond=1e-6), low, high)
+    chosen = _admm(gram_unit, linear_unit, start, low, high, threshold, scale, options)
+    if exact_only is not None:
+        extra_gram, extra_linear = _normal_equations(*exact_only)
+        gram, linear = gram + extra_gram, linear + extra_linear
+        chosen = chosen / scale
+        scale = np.sqrt(np.maximum(np.diag(gram), 1e-300))
+        gram_unit, linear_unit = gram / np.outer(scale, scale), linear / scale
+        chosen, threshold = chosen * scale, options.sparsity * scale
+        low, high = lower * scale, upper * scale
     # The L1 term picked which keys each frame uses; solve those exactly, without its
     # shrinkage, so the chosen keys reach their full weight (correlated ones would stay short).
-    final = _exact_on_support(gram_unit, linear, chosen, low, high, chosen != 0, threshold)
+    final = _exact_on_support(gram_unit, linear_unit, chosen, low, high, chosen != 0, threshold)
     return final / scale
+
+
+def _normal_equations(basis: np.ndarray, targets: np.ndarray, point_weights: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(K, K) Gram matrix and (T, K) right-hand sides of the weighted fit."""
+    root = np.sqrt(np.repeat(point_weights, 3))
+    design = basis.reshape(len(basis), -1) * root                          # (K, 3N)
+    return design @ design.T, (targets.reshape(len(targets), -1) * root) @ design.T
 
 
 def _exact_on_support(gram, linear, z, low, high, support, threshold,
