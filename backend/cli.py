@@ -127,12 +127,15 @@ def _animate(args) -> int:
     from .generation.generator import GenerationOptions
     from .model.checkpoint import DEFAULT_MODEL
 
+    curves = _curve_set(args)
     options = GenerationOptions(**_generation_options(args))
     motion = animate_to_file(AnimateRequest(args.audio, args.ref, options, args.fps), args.out,
-                             args.preview, args.model or DEFAULT_MODEL, args.device, args.runtime)
+                             args.preview, args.model or DEFAULT_MODEL, args.device, args.runtime,
+                             curves)
     timing = motion.meta.get("timing_s", {})
     print(f"{args.out}: {motion.frame_count} frames at {motion.fps:g} fps "
-          f"({motion.duration_s:.1f} s); features {timing.get('features', 0):.2f} s, "
+          + (f"of {curves} curves " if curves else "")
+          + f"({motion.duration_s:.1f} s); features {timing.get('features', 0):.2f} s, "
           f"sampling {timing.get('sampling', 0):.2f} s"
           + (f"; preview {args.preview}" if args.preview else ""))
     if args.video:
@@ -150,6 +153,19 @@ def _render(args) -> int:
                                                     args.size, args.side_by_side,
                                                     args.warp_only)))
     return 0
+
+
+def _curve_set(args) -> str | None:
+    """--curves, or "arkit" for an --out that ends in .csv or .json; None for a motion file."""
+    suffix = Path(args.out).suffix.lower()
+    curves = args.curves or ("arkit" if suffix in (".csv", ".json") else None)
+    if curves and suffix not in (".csv", ".json"):
+        raise UsageError(f"--curves writes a .csv (Live Link Face) or .json file, not {args.out}; "
+                         "give --out NAME.csv or NAME.json")
+    if curves and args.video:
+        raise UsageError("--video renders from a motion file: write --out NAME.npz (then "
+                         "`dimitra render`), and the curves in a second run")
+    return curves
 
 
 def _serve(args) -> int:
@@ -226,7 +242,7 @@ def _bake(args) -> int:
     settings = BakeSettings(
         meshes=args.mesh, armature=args.armature, start_frame=args.start_frame,
         correspondence=args.correspondence, motion=args.motion, model=args.model,
-        solve=SolveOptions(strength=strength, smoothing=args.smoothing),
+        solve=SolveOptions(strength=strength, smoothing=args.smoothing, keys=args.keys),
         generation=_generation_options(args))
     return _bake_lines(args, settings, bake, bake_manifest)  # main() words BakeError, RigError
 
@@ -345,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "prepared .npz), written as a motion file (docs/FORMATS.md).")
     animate.add_argument("audio")
     animate.add_argument("--ref", required=True, help="reference image or prepared .npz")
-    animate.add_argument("--out", required=True, help="motion file to write (.npz)")
+    animate.add_argument("--out", required=True,
+                         help="motion file to write (.npz), or curves (.csv, .json; never "
+                              "overwritten)")
+    animate.add_argument("--curves", choices=("arkit", "visemes"),
+                         help="write the motion as curves for game engines instead: the 52 "
+                              "ARKit weights or the 15 Oculus visemes of a built-in face, plus "
+                              "head and eye rotations, as a Live Link Face .csv or a .json "
+                              "(default for an --out ending in .csv or .json: arkit)")
     animate.add_argument("--preview", help="also render the mesh over the reference to this .mp4")
     animate.add_argument("--video", help="also render the photoreal video to this .mp4 (as "
                                          "`dimitra render`, 256 px)")
@@ -462,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     bake.add_argument("--start-frame", type=int, help="first frame (default: the scene's)")
     bake.add_argument("--smoothing", type=float, default=0.03,
                       help="temporal smoothing in seconds (default 0.03; 0 = none)")
+    bake.add_argument("--keys", default="auto", choices=("auto", "arkit", "visemes", "all"),
+                      help="which shape keys a rig with two sets uses (the other set stays at "
+                           "0): auto (default) = ARKit when the rig has the 52 names, else "
+                           "visemes, else all keys")
     for region in ("mouth", "eyes", "gaze", "brows", "head"):
         bake.add_argument(f"--{region}", type=float, help=f"strength of the {region} (default 1)")
     _add_generation_options(bake, fps=False)

@@ -151,8 +151,11 @@ def yaw_pitch_roll(scene_rotation: np.ndarray) -> np.ndarray:
 # Files
 # ---------------------------------------------------------------------------------------------
 
-def check_curves_path(path: str | Path) -> Path:
-    """Refuse an output that exists or is not .csv/.json, before anything is generated."""
+def check_curves_path(path: str | Path, kind: str = "arkit") -> Path:
+    """Refuse an unknown curve set, or an output that exists or is not .csv/.json, before
+    anything is generated."""
+    if kind not in CURVE_SETS:
+        raise CurvesError(f"--curves {kind}: choose {' or '.join(CURVE_SETS)}")
     path = Path(path)
     if path.suffix.lower() not in CURVE_FORMATS:
         raise CurvesError(f"--out {path}: curves are written as .csv (Live Link Face) or "
@@ -165,7 +168,7 @@ def check_curves_path(path: str | Path) -> Path:
 
 def write_curves(path: str | Path, curves: Curves) -> Path:
     """Write `curves` as .csv or .json (by the suffix), atomically; never over a file."""
-    path = check_curves_path(path)
+    path = check_curves_path(path, curves.kind)
     text = live_link_csv(curves) if path.suffix.lower() == ".csv" else curves_json(curves)
     with atomic_open(path, "w") as handle:
         handle.write(text)

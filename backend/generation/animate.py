@@ -1,4 +1,5 @@
-"""`dimitra animate AUDIO --ref IMAGE --out OUT.npz`: speech + a reference face -> motion file.
+"""`dimitra animate AUDIO --ref IMAGE --out OUT.npz`: speech + a reference face -> motion file
+(or, with `--curves`, ARKit-52 or viseme curves for game engines: OUT.csv or OUT.json).
 
 Audio is decoded and loudness-normalised (the training audio was), turned into speech
 features, and the cMDT generates motion from the reference face's neutral shape; the motion
@@ -6,6 +7,7 @@ is placed in the reference image's pixel frame and written atomically. `--previe
 landmark mesh over the reference, with the audio.
 """
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...retarget.curves import check_curves_path, solve_curves, write_curves
 from ...retarget.motion_file import Motion, resample_motion, save_motion
 from ..model.checkpoint import DEFAULT_MODEL, load_bundle
 from .generator import GenerationOptions, MotionGenerator
@@ -39,7 +42,8 @@ class Animator:
 
         device = resolve_device(device)
         self.model_path = Path(model_path)
-        self.bundle = load_bundle(model_path, device)
+        # The torch network is built only if the torch runtime is chosen (or onnx fails).
+        self.bundle = load_bundle(model_path, device, network=False)
         self.generator = MotionGenerator(self.bundle, device, runtime)
         self.device, self.runtime = device, self.generator.runtime
         self.extractor = get_extractor(self.bundle.feature_extractor)
@@ -108,9 +112,17 @@ class Animator:
 
 def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Path | None = None,
                     model_path: str | Path = DEFAULT_MODEL, device: str = "cpu",
-                    runtime: str = "auto") -> Motion:
+                    runtime: str = "auto", curves: str | None = None) -> Motion:
+    """Generate and write `out`: the motion file, or with `curves` ("arkit", "visemes") the
+    motion solved onto the built-in face as a Live Link Face .csv or a .json
+    (retarget/curves.py), refused before generating when `out` exists."""
+    if curves:
+        check_curves_path(out, curves)
     motion, audio, reference = Animator(model_path, device, runtime).animate(request)
-    save_motion(out, motion)
+    if curves:
+        write_curves(out, solve_curves(motion, curves))
+    else:
+        save_motion(out, motion)
     if preview:
         from .preview import render_preview
 
@@ -119,17 +131,43 @@ def animate_to_file(request: AnimateRequest, out: str | Path, preview: str | Pat
 
 
 def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; 'cuda' without one is an error."""
-    import torch
+    """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; 'cuda' without one is an error.
 
+    'auto' asks torch only where a CUDA build of it is installed: a CPU-only machine (or none
+    with torch) never imports it, which costs most of a second."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
+        return "cuda" if _cuda_torch_installed() and _torch_sees_cuda() else "cpu"
+    if device.startswith("cuda") and not _torch_sees_cuda():
         raise RuntimeError(f"device {device!r}: torch sees no CUDA GPU here; use --device cpu "
                            "(or auto), or install a CUDA build of torch")
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
     return device
+
+
+def _torch_sees_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def _cuda_torch_installed() -> bool:
+    """Whether the installed torch (if any) is a GPU build (CUDA or ROCm), from its version.py,
+    unimported: CPU builds say `cuda: Optional[str] = None` and `hip: ... = None` there."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    version = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        text = version.read_text()
+    except OSError:
+        return True   # unknown build: let torch answer
+    builds = re.findall(r"^(?:cuda|hip)\b[^=\n]*=\s*(.+?)\s*$", text, re.MULTILINE)
+    return any(value != "None" for value in builds) if builds else True
 
 
 def _describe(source) -> str:
