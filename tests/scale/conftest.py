@@ -1,0 +1,44 @@
+"""Ray tests: real local Ray (2 CPUs), real bpy in each worker, the shipped model."""
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="dimitra-scale-tests-"))
+os.environ.setdefault("BLENDER_USER_RESOURCES", str(_HOME / "blender"))
+os.environ.setdefault("XDG_CACHE_HOME", str(_HOME / "cache"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+pytest.importorskip("bpy")
+pytest.importorskip("ray")
+
+LINE_SECONDS = 1.2
+
+
+@pytest.fixture(scope="session")
+def sample_rig(tmp_path_factory) -> Path:
+    from dimitra.blender_addon.sample_rig import save_sample_rig
+
+    return save_sample_rig(tmp_path_factory.mktemp("rigs") / "sample_face.blend")
+
+
+@pytest.fixture(scope="session")
+def speech_lines(tmp_path_factory) -> list[Path]:
+    """12 short lines cut from the bundled speech sample (WAV, 16 kHz)."""
+    import soundfile
+
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.media.audio import load_audio
+
+    speech = load_audio(SPEECH)
+    folder = tmp_path_factory.mktemp("lines")
+    step = (len(speech) - int(LINE_SECONDS * 16_000)) // 12
+    paths = []
+    for index in range(12):
+        path = folder / f"line{index:02d}.wav"
+        start = index * step
+        soundfile.write(path, speech[start:start + int(LINE_SECONDS * 16_000)], 16_000)
+        paths.append(path)
+    return paths
+
