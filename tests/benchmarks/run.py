@@ -11,6 +11,7 @@ from tests.benchmarks import (
     bench_animate,
     bench_prepare,
     bench_retarget,
+    bench_scale,
     bench_service,
 )
 from tests.benchmarks.bench_prepare import CACHE
@@ -21,7 +22,7 @@ def main() -> None:
                             text=True).stdout.strip()
     results = {"commit": commit, "animate": bench_animate.main(), "prepare": bench_prepare.main(),
                "service": bench_service.main(), "retarget": bench_retarget.main(),
-               "addon": bench_addon.main()}
+               "addon": bench_addon.main(), "scale": bench_scale.main()}
     CACHE.mkdir(exist_ok=True)
     (CACHE / "latest.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))

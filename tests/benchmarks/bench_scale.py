@@ -1,0 +1,110 @@
+"""Batch bakes on Ray against the single-process manifest bake (issue 17): 100 lines of 3 s on
+the sample rig, baked to .glb by `dimitra bake --manifest` in one process, and on a local Ray
+with 1 and 2 workers.
+
+Each run is a fresh process and starts from nothing (Ray started, model loaded), as a user's
+run does. Reported per run: lines per minute of wall time; the model load each worker pays once
+(the bpy import, the model, the first render and fit is then part of its first line); the
+steady per-line bake time; and Ray's own overhead per line: the worker's wall time between
+lines less the bake itself (the driver's dispatch, the result's trip, the progress bar).
+"""
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+LINES, LINE_SECONDS = 100, 3.0
+
+_RAY_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+from dimitra.backend.scale.bake import bake_on_ray
+from dimitra.blender_addon.bake import BakeSettings
+from dimitra.blender_addon.manifest import read_manifest
+manifest, rig, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+run = bake_on_ray(read_manifest(manifest, rig), BakeSettings(), "local", workers, progress=False)
+print(json.dumps({"wall": time.perf_counter() - started, "run_seconds": run.seconds,
+                  "workers": run.workers, "reports": run.reports}))
+"""
+
+
+def make_lines(folder: Path) -> tuple[Path, Path]:
+    """The sample rig and a manifest of LINES slices of the bundled speech (wrapping round)."""
+    import numpy as np
+    import soundfile
+
+    from dimitra.backend.demo import SPEECH
+    from dimitra.backend.media.audio import load_audio
+
+    subprocess.run([sys.executable, "-c", "import sys; from dimitra.blender_addon.sample_rig "
+                    "import save_sample_rig; save_sample_rig(sys.argv[1])",
+                    str(folder / "rig.blend")], check=True, capture_output=True)
+    speech = load_audio(SPEECH)
+    length = int(LINE_SECONDS * 16_000)
+    rows = []
+    for index in range(LINES):
+        start = (index * 7_919) % len(speech)   # a prime stride: 100 different cuts
+        cut = np.take(speech, np.arange(start, start + length), mode="wrap")
+        soundfile.write(folder / f"line{index:03d}.wav", cut, 16_000)
+        rows.append(f"line{index:03d}.wav,OUT/line{index:03d}.glb")
+    manifest = folder / "lines.csv"
+    manifest.write_text("audio,out\n" + "\n".join(rows) + "\n")
+    return folder / "rig.blend", manifest
+
+
+def one_process(rig: Path, manifest: Path, folder: Path) -> dict:
+    lines = manifest.read_text().replace("OUT/", "single/")
+    (folder / "single.csv").write_text(lines)
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "dimitra.backend.cli", "bake", "--rig", str(rig),
+                          "--manifest", str(folder / "single.csv")],
+                         capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    seconds = [float(s) for s in re.findall(r"frames, ([\d.]+) s\)", out.stdout)]
+    assert len(seconds) == LINES, out.stdout[-2000:]
+    return {"wall_s": round(wall, 1), "lines_per_min": round(60 * LINES / wall, 1),
+            "median_line_s": round(statistics.median(seconds[1:]), 3),
+            "first_line_s": round(seconds[0], 2)}
+
+
+def on_ray(rig: Path, manifest: Path, folder: Path, workers: int) -> dict:
+    name = f"ray{workers}"
+    (folder / f"{name}.csv").write_text(manifest.read_text().replace("OUT/", f"{name}/"))
+    out = subprocess.run([sys.executable, "-c", _RAY_CHILD, str(folder / f"{name}.csv"),
+                          str(rig), str(workers)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    reports = result["reports"]
+    assert all(r["status"] == "ok" for r in reports), reports
+    seconds = sorted(r["seconds"] for r in reports)
+    loads = [w["load_seconds"] for w in result["workers"]]
+    # After the load, each worker is busy baking or waiting on Ray: the difference per line.
+    busy = result["run_seconds"] - statistics.mean(loads)
+    overhead = (busy * workers - sum(seconds)) / LINES
+    return {"wall_s": round(result["wall"], 1),
+            "lines_per_min": round(60 * LINES / result["wall"], 1),
+            "model_load_s_per_worker": round(statistics.median(loads), 2),
+            "median_line_s": round(statistics.median(seconds), 3),
+            "ray_overhead_per_line_s": round(overhead, 3)}
+
+
+def main() -> dict:
+    with tempfile.TemporaryDirectory(prefix="dimitra-bench-scale-") as work:
+        folder = Path(work)
+        rig, manifest = make_lines(folder)
+        results = {"lines": LINES, "line_seconds": LINE_SECONDS,
+                   "one_process": one_process(rig, manifest, folder)}
+        print(f"one process: {results['one_process']}")
+        for workers in (1, 2):
+            results[f"ray_{workers}_workers"] = on_ray(rig, manifest, folder, workers)
+            print(f"ray, {workers} workers: {results[f'ray_{workers}_workers']}")
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=1))
