@@ -98,7 +98,8 @@ _views: dict[str, ViewChoice] = {}   # what was drawn and the rig -> the view ch
 
 def solve_options(settings: GenerateSettings) -> SolveOptions:
     strength = {region: float(settings.strength) for region in FACE_REGIONS}
-    return SolveOptions(strength=strength, smoothing=float(settings.smoothing))
+    return SolveOptions(strength=strength, smoothing=float(settings.smoothing),
+                        keys=settings.keys)
 
 
 class GenerateJob:

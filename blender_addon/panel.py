@@ -47,6 +47,7 @@ class DIMITRA_PT_generate(bpy.types.Panel):
         column = layout.column(heading="Motion")
         for name in ("expressiveness", "head_motion", "blink", "smoothing", "strength", "seed"):
             column.prop(settings, name)
+        column.prop(settings, "keys")
 
         job = generate_job.active_job()
         wm = context.window_manager

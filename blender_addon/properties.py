@@ -34,6 +34,17 @@ def tuning_properties() -> dict:
         "smoothing": FloatProperty(
             name="Smoothing", default=0.03, min=0.0, max=0.5, unit="TIME_ABSOLUTE",
             description="Seconds of smoothing over time (Re-solve changes it)"),
+        "keys": EnumProperty(
+            name="Shape keys", default="auto",
+            description="Which key set a face with two (ARKit and visemes) is animated with; "
+                        "the other stays at 0",
+            items=[("auto", "Auto", "ARKit when the face has the 52 ARKit keys, else "
+                                    "visemes, else every key"),
+                   ("arkit", "ARKit", "The ARKit keys (the jaw opens through jawOpen); "
+                                      "visemes stay at 0"),
+                   ("visemes", "Visemes", "The viseme keys for the mouth; ARKit mouth keys "
+                                          "stay at 0"),
+                   ("all", "All", "Every key (two sets may fight over the mouth)")]),
     }
 
 

@@ -35,6 +35,7 @@ class GenerateSettings:
     seed: int = 0
     strength: float = 1.0          # scales the face's shape keys, jaw and eyes (re-solvable)
     smoothing: float = 0.03        # seconds (Gaussian sigma) (re-solvable)
+    keys: str = "auto"             # key set: auto, arkit, visemes, all (retarget.solve.KEY_SETS)
 
     def generation_options(self) -> dict:
         """The `animate` options of docs/PROTOCOL.md."""
