@@ -278,7 +278,8 @@ def _bake_on_ray(args, settings) -> list[dict]:
     if run.workers:
         loads = sorted(w["load_seconds"] for w in run.workers)
         print(f"{len(run.workers)} Ray workers on {len({w['host'] for w in run.workers})} "
-              f"node(s), model loaded in {loads[len(loads) // 2]:.1f} s each (median)")
+              f"node(s), each started (bpy, the model) in {loads[len(loads) // 2]:.1f} s "
+              "(median)")
     return run.reports
 
 
