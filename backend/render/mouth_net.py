@@ -4,9 +4,10 @@ A warp only stretches the reference's lips apart, so an opening mouth shows smea
 colour where teeth and the dark of the mouth should be. A square patch around the driving
 mouth (fixed side per take, following the lips' centre) goes through a small U-Net that sees
 the warped patch, the reference's own mouth patch (its lips and, when they show, its teeth)
-and the driving inner and outer lip outlines, and returns the patch repainted; it is laid back
-over the frame with feathered edges, so there is no seam. The same numpy code builds the
-network's inputs here and in training (train.py), so the two cannot drift apart.
+and the driving inner and outer lip outlines, and returns the patch repainted; its change to
+the warp is laid back over the frame with feathered edges, so there is no seam. The same
+numpy code builds the network's inputs here and in training (train.py), so the two cannot
+drift apart.
 """
 
 import functools
@@ -73,16 +74,16 @@ def feather() -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def paste(frame: np.ndarray, patch: np.ndarray, to_patch: np.ndarray) -> np.ndarray:
-    """Lay a repainted patch (PATCH, PATCH, 3) float32 in [0, 1] over frame (S, S, 3) uint8."""
+def paste(frame: np.ndarray, change: np.ndarray, to_patch: np.ndarray) -> np.ndarray:
+    """Add the network's change to the warped patch, (PATCH, PATCH, 3) float32 in [-1, 1], to
+    frame (S, S, 3) uint8 with feathered edges. Only the change is resampled, so where the
+    network changes nothing the frame keeps the warp's full resolution."""
     size = frame.shape[1], frame.shape[0]
     from_patch = cv2.invertAffineTransform(to_patch)
-    weight = cv2.warpAffine(feather(), from_patch, size, flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
-    painted = cv2.warpAffine(patch * 255.0, from_patch, size, flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REPLICATE)
-    blended = frame * (1.0 - weight) + painted * weight
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    weighted = change * (255.0 * feather())[..., None]
+    added = cv2.warpAffine(weighted, from_patch, size, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return np.clip(frame + added + 0.5, 0, 255).astype(np.uint8)
 
 
 class MouthNet:

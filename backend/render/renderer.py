@@ -49,7 +49,8 @@ class PhotorealRenderer:
         to_patch = self.mouth.to_patch(driving)
         inputs = network_inputs(self.mouth.cut(frame, to_patch), self._reference_patch,
                                 lip_masks(driving, to_patch))
-        return paste(frame, self.mouth_net(inputs), to_patch)
+        change = self.mouth_net(inputs) - np.moveaxis(inputs[:3], 0, 2)
+        return paste(frame, change, to_patch)
 
 
 def render_motion_file(motion_path: str | Path, reference_path: str | Path, out: str | Path,

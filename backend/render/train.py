@@ -1,0 +1,231 @@
+"""Train the renderer's mouth network: `python -m dimitra.backend.render.train DATASET --out RUN`.
+
+Straight-line: build (or load) the self-reenactment pairs of the `train` split (pairs.py),
+hold out whole train clips for choosing the checkpoint (never `dev` or `unseen`), train with
+L1 + SSIM on the feathered patch the renderer lays back, keep the best held-out weights, and
+write them as safetensors and as the ONNX file the renderer runs (`--install` copies it to
+backend/render/weights/). One torch thread by default: the machine is shared.
+"""
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+from ...retarget.atomic_file import atomic_path
+from .mouth_net import INPUT_CHANNELS, PATCH, WEIGHTS, feather
+from .pairs import Pairs, build_pairs
+
+CHANNELS = (16, 32, 64, 128, 256)   # per level; the patch is halved four times (96 -> 6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------
+
+def _block(inputs: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(inputs, outputs, 3, padding=1), nn.GroupNorm(4, outputs),
+                         nn.SiLU(), nn.Conv2d(outputs, outputs, 3, padding=1), nn.SiLU())
+
+
+class MouthUNet(nn.Module):
+    """A small U-Net: (N, 8, 96, 96) inputs in [0, 1] -> (N, 3, 96, 96) the repainted patch.
+
+    It predicts a change to the warped patch (input channels 0-2); the last convolution starts
+    at zero, so before training the output is the warp alone.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = CHANNELS):
+        super().__init__()
+        self.down = nn.ModuleList()
+        previous = INPUT_CHANNELS
+        for width in channels:
+            self.down.append(_block(previous, width))
+            previous = width
+        self.up = nn.ModuleList()
+        for width, skip in zip(reversed(channels[:-1]), reversed(channels[:-1]), strict=True):
+            self.up.append(_block(previous + skip, width))
+            previous = width
+        self.out = nn.Conv2d(previous, 3, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        skips = []
+        x = inputs
+        for level, block in enumerate(self.down):
+            if level:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        skips.pop()
+        for block in self.up:
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skips.pop()], dim=1))
+        return inputs[:, :3] + self.out(x)                                  # (N, 3, 96, 96)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-pixel SSIM of (N, 3, H, W) images in [0, 1] (7x7 box windows), (N, 3, H, W)."""
+    mean = nn.AvgPool2d(7, 1, 3, count_include_pad=False)
+    mu_a, mu_b = mean(a), mean(b)
+    var_a = mean(a * a) - mu_a ** 2
+    var_b = mean(b * b) - mu_b ** 2
+    cov = mean(a * b) - mu_a * mu_b
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1)
+                                                       * (var_a + var_b + c2))
+
+
+def patch_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """L1 + 0.5 (1 - SSIM), each weighted by where the renderer lays the patch (feather)."""
+    l1 = ((output - target).abs() * weight).sum() / (weight.sum() * 3 * len(output))
+    ssim = ((1 - ssim_map(output, target)) * weight).sum() / (weight.sum() * 3 * len(output))
+    return l1 + 0.5 * ssim
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def to_inputs(pairs: Pairs, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 8, P, P) inputs and (N, 3, P, P) targets, float32 in [0, 1], the order of
+    mouth_net.network_inputs."""
+    def rgb(array):
+        return torch.from_numpy(array[rows]).permute(0, 3, 1, 2).float() / 255.0
+    inputs = torch.cat([rgb(pairs.warped), rgb(pairs.reference),
+                        torch.from_numpy(pairs.masks[rows].astype(np.float32))], dim=1)
+    return inputs, rgb(pairs.target)
+
+
+def augment(inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror half the batch (a face's mirror is a face) and jitter brightness alike."""
+    flip = torch.rand(len(inputs)) < 0.5
+    inputs, target = inputs.clone(), target.clone()
+    inputs[flip] = inputs[flip].flip(-1)
+    target[flip] = target[flip].flip(-1)
+    gain = 0.85 + 0.3 * torch.rand(len(inputs), 1, 1, 1)
+    inputs[:, :6] = (inputs[:, :6] * gain).clamp(0, 1)
+    return inputs, (target * gain).clamp(0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------------------------
+
+def export_onnx(model: MouthUNet, path: str | Path) -> Path:
+    model.eval()
+    example = torch.zeros(1, INPUT_CHANNELS, PATCH, PATCH)
+    with atomic_path(path) as tmp:
+        torch.onnx.export(model, example, str(tmp), dynamo=False, input_names=["inputs"],
+                          output_names=["patch"], opset_version=17)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m dimitra.backend.render.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="prepared dataset (only its train split is read)")
+    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--pairs", help="pairs file: read if it exists, else built and written")
+    parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--holdout", type=int, default=3, help="train clips held out to choose "
+                                                               "the checkpoint")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--install", action="store_true",
+                        help=f"copy the best ONNX file to {WEIGHTS}")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.pairs and Path(args.pairs).is_file():
+        pairs = Pairs.load(args.pairs)
+    else:
+        pairs = build_pairs(args.dataset, seed=args.seed)
+        if args.pairs:
+            pairs.save(args.pairs)
+    rng = np.random.default_rng(args.seed)
+    held_clips = rng.choice(len(pairs.clip_ids), args.holdout, replace=False)
+    held = np.isin(pairs.clip, held_clips)
+    train_rows, held_rows = np.flatnonzero(~held), np.flatnonzero(held)
+    print(f"{len(train_rows)} training pairs, {len(held_rows)} held out from "
+          f"{[pairs.clip_ids[i] for i in held_clips]}")
+
+    model = MouthUNet()
+    parameters = sum(p.numel() for p in model.parameters())
+    optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    weight = torch.from_numpy(feather())[None, None]
+    held_inputs, held_target = to_inputs(pairs, held_rows)
+
+    def held_out_loss() -> tuple[float, float]:
+        """(the network's, the warp alone's) loss on the held-out clips."""
+        model.eval()
+        with torch.no_grad():
+            losses = [(patch_loss(model(held_inputs[i:i + 64]), held_target[i:i + 64], weight),
+                       patch_loss(held_inputs[i:i + 64, :3], held_target[i:i + 64], weight))
+                      for i in range(0, len(held_rows), 64)]
+        model.train()
+        return tuple(float(np.mean([pair[k] for pair in losses])) for k in (0, 1))
+
+    budget_s = args.minutes * 60
+    started = time.perf_counter()
+    step, best, log = 0, math.inf, []
+    while time.perf_counter() - started < budget_s:
+        progress = (time.perf_counter() - started) / budget_s
+        for group in optimiser.param_groups:   # cosine decay over the time budget
+            group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        inputs, target = augment(*to_inputs(pairs, rng.choice(train_rows, args.batch)))
+        loss = patch_loss(model(inputs), target, weight)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        step += 1
+        if step % 100 == 0:
+            held_loss, warp_loss = held_out_loss()
+            elapsed = time.perf_counter() - started
+            log.append({"step": step, "seconds": round(elapsed), "train": loss.item(),
+                        "held_out": held_loss, "warp_alone": warp_loss})
+            print(json.dumps(log[-1]), flush=True)
+            if held_loss < best:
+                best = held_loss
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                          str(out / "best.safetensors"), metadata={"step": str(step)})
+                export_onnx(model, out / "mouth_net.onnx")
+                model.train()
+    summary = {"steps": step, "parameters": parameters, "best_held_out": best,
+               "minutes": round((time.perf_counter() - started) / 60, 1),
+               "held_out_clips": [pairs.clip_ids[i] for i in held_clips],
+               "training_pairs": int(len(train_rows)), "args": vars(args), "log": log}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if args.install:
+        WEIGHTS.parent.mkdir(exist_ok=True)
+        WEIGHTS.write_bytes((out / "mouth_net.onnx").read_bytes())
+    print(f"{step} steps, {parameters} parameters, best held-out loss {best:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
