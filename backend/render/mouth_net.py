@@ -78,12 +78,20 @@ def paste(frame: np.ndarray, change: np.ndarray, to_patch: np.ndarray) -> np.nda
     """Add the network's change to the warped patch, (PATCH, PATCH, 3) float32 in [-1, 1], to
     frame (S, S, 3) uint8 with feathered edges. Only the change is resampled, so where the
     network changes nothing the frame keeps the warp's full resolution."""
-    size = frame.shape[1], frame.shape[0]
     from_patch = cv2.invertAffineTransform(to_patch)
+    corners = np.array([[0, 0, 1], [PATCH, PATCH, 1]], np.float64) @ from_patch.T   # (2, 2)
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int), 0, None)
+    x1 = min(frame.shape[1], int(np.ceil(corners[:, 0].max())))
+    y1 = min(frame.shape[0], int(np.ceil(corners[:, 1].max())))
+    if x1 <= x0 or y1 <= y0:
+        return frame
+    from_patch[:, 2] -= (x0, y0)     # only the patch's box of the frame is touched
     weighted = change * (255.0 * feather())[..., None]
-    added = cv2.warpAffine(weighted, from_patch, size, flags=cv2.INTER_LINEAR,
+    added = cv2.warpAffine(weighted, from_patch, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return np.clip(frame + added + 0.5, 0, 255).astype(np.uint8)
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(frame[y0:y1, x0:x1] + added + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 class MouthNet:

@@ -10,6 +10,7 @@ from tests.benchmarks import (
     bench_addon,
     bench_animate,
     bench_prepare,
+    bench_render,
     bench_retarget,
     bench_scale,
     bench_service,
@@ -22,7 +23,8 @@ def main() -> None:
                             text=True).stdout.strip()
     results = {"commit": commit, "animate": bench_animate.main(), "prepare": bench_prepare.main(),
                "service": bench_service.main(), "retarget": bench_retarget.main(),
-               "addon": bench_addon.main(), "scale": bench_scale.main()}
+               "addon": bench_addon.main(), "scale": bench_scale.main(),
+               "render": bench_render.main()}
     CACHE.mkdir(exist_ok=True)
     (CACHE / "latest.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
