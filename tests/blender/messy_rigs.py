@@ -4,8 +4,9 @@ Other vertex counts (subdivided), units (10x, 0.01x object scale as FBX centimet
 are), axes (modelled facing +X, or turned any angle about Z), key names in every common style, viseme-only and VRoid sets,
 keys that move nothing, the same keys spread over head, teeth and lash meshes, animation
 already on the rig, a jaw bone that opens about its local Z, a face driven by bones only, and
-rigs handed over as FBX or glTF instead of .blend, and a jaw bone that deforms the face beside
-a jawOpen key (both must not open the mouth twice).
+rigs handed over as FBX or glTF instead of .blend, a jaw bone that deforms the face beside
+a jawOpen key (both must not open the mouth twice), and ARKit keys with viseme keys beside
+them (Ready Player Me avatars: `two_sets`).
 """
 
 from pathlib import Path
@@ -41,7 +42,7 @@ VROID = {"Fcl_MTH_A": VISEME_MIXES["aa"], "Fcl_MTH_I": VISEME_MIXES["I"],
 # The key of each style that opens the mouth most.
 MOUTH_KEY = {"arkit": "jawOpen", "prefixed": f"AK_{ARKIT_52.index('jawOpen'):02d}_JawOpen",
              "suffixed": "jawOpen", "visemes": "viseme_aa", "bare_visemes": "aa",
-             "vi_visemes": "AA_VI_10_aa", "vroid": "Fcl_MTH_A"}
+             "vi_visemes": "AA_VI_10_aa", "vroid": "Fcl_MTH_A", "two_sets": "jawOpen"}
 MIXAMO_BONES = {"neck": "mixamorig:Neck", "head": "mixamorig:Head", "jaw": "Jaw",
                 "eye.L": "mixamorig:LeftEye", "eye.R": "mixamorig:RightEye"}
 
@@ -55,6 +56,8 @@ def facing_turn(degrees: float) -> np.ndarray:
 
 def key_set(style: str, deltas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """name -> (V, 3) deltas in the given naming style."""
+    if style == "two_sets":   # the 52 ARKit keys, then the 15 visemes made from them
+        return {**key_set("arkit", deltas), **key_set("visemes", deltas)}
     if style in ("arkit", "prefixed", "suffixed"):
         out = {}
         for index, name in enumerate(ARKIT_52):
@@ -83,6 +86,9 @@ def key_set(style: str, deltas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def jaw_opening(style: str, values: dict[str, np.ndarray]) -> np.ndarray:
     """How far the keys open the jaw together (in jawOpen units): visemes share the opening."""
+    if style == "two_sets":
+        return jaw_opening("arkit", values) + jaw_opening(
+            "visemes", {k: v for k, v in values.items() if k.startswith("viseme_")})
     if style in ("arkit", "prefixed", "suffixed"):
         return values[MOUTH_KEY[style]]
     mixes = VROID if style == "vroid" else VISEME_MIXES
