@@ -4,7 +4,8 @@
   features the motion model already has (Whisper tiny.en states), so finding bilabials costs
   little beside the features themselves. Trained by `dimitra train-bilabials` on the train
   split, from the two label sources below; the shipped one is
-  `backend/model/weights/bilabials_<features>.safetensors`.
+  `backend/model/weights/bilabials_<features>.safetensors`, run at generation from its ONNX
+  export beside it (`OnnxBilabialDetector`: no torch).
 - `bilabial_frames`: PocketSphinx phone recognition (English), which needs no training but
   costs about as much as the rest of generation. The default beam (1e-10) misses more
   bilabials than a wide one (1e-20), at twice the speed. The training labels (with the wide
@@ -21,12 +22,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
-from ...retarget.atomic_file import atomic_path
 from .speech_activity import holds_no_speech
 
 SAMPLE_RATE = 16_000
@@ -39,38 +35,26 @@ WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "model" / "weights"
 # The learned detector
 # ---------------------------------------------------------------------------------------------
 
-class BilabialNet(nn.Module):
-    """Speech features (B, T, F) -> (B, T) logits of "inside a bilabial"; each frame sees
-    ±6 frames (±240 ms at 25 fps). Features are standardised with the training set's
-    statistics, kept as buffers so the file is self-contained."""
+class OnnxBilabialDetector:
+    """The shipped detector's export (`bilabials_<features>.onnx`, made by
+    `python -m dimitra.backend.model.onnx_denoiser`) on onnxruntime: (T, F) speech features at
+    25 fps -> (T,) float32, 1 on frames inside a p, b or m. The same marks as the torch
+    `BilabialDetector` it was exported from (backend.features.bilabial_net)."""
 
-    def __init__(self, feature_dim: int, width: int = 64, dropout: float = 0.2):
-        super().__init__()
-        self.register_buffer("feature_mean", torch.zeros(feature_dim))
-        self.register_buffer("feature_std", torch.ones(feature_dim))
-        self.net = nn.Sequential(
-            nn.Conv1d(feature_dim, width, 5, padding=2), nn.GELU(), nn.Dropout(dropout),
-            nn.Conv1d(width, width, 5, padding=4, dilation=2), nn.GELU(), nn.Dropout(dropout),
-            nn.Conv1d(width, 1, 3, padding=1))
+    def __init__(self, path: str | Path):
+        import onnxruntime
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = (features - self.feature_mean) / self.feature_std
-        return self.net(x.transpose(1, 2))[:, 0]
+        from ..model.onnx_denoiser import cpu_threads
 
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = cpu_threads()
+        self.session = onnxruntime.InferenceSession(str(path), options,
+                                                    providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.feature_extractor = meta["feature_extractor"]
+        self.threshold = float(meta["threshold"])
+        self.source_digest = meta.get("source_sha256")   # of the .safetensors it came from
 
-class BilabialDetector:
-    """(T, F) speech features at 25 fps -> (T,) float32, 1 on frames inside a p, b or m.
-
-    The mean probability of a few nets trained alike from different seeds: one net's dev
-    scores move by several points from seed to seed (a small training set), their mean's less.
-    """
-
-    def __init__(self, nets: list[BilabialNet], feature_extractor: str, threshold: float = 0.5):
-        self.nets = [net.eval() for net in nets]
-        self.feature_extractor = feature_extractor
-        self.threshold = threshold
-
-    @torch.no_grad()
     def probability(self, features: np.ndarray) -> np.ndarray:
         """(T, F) -> (T,) float32 mean probability of a bilabial."""
         out = np.zeros(len(features), np.float32)
@@ -79,10 +63,10 @@ class BilabialDetector:
         piece, margin = 9000, 12
         for start in range(0, len(features), piece):
             lo, hi = max(0, start - margin), min(len(features), start + piece + margin)
-            x = torch.from_numpy(np.ascontiguousarray(features[lo:hi], dtype=np.float32))[None]
-            probability = torch.stack([torch.sigmoid(net(x))[0] for net in self.nets]).mean(0)
+            x = np.ascontiguousarray(features[lo:hi], dtype=np.float32)[None]
+            probability = self.session.run(None, {"features": x})[0][0]
             kept = probability[start - lo:start - lo + min(piece, len(features) - start)]
-            out[start:start + len(kept)] = kept.numpy()
+            out[start:start + len(kept)] = kept
         return out
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -93,38 +77,34 @@ def detector_path(feature_extractor: str) -> Path:
     return WEIGHTS_DIR / f"bilabials_{feature_extractor}.safetensors"
 
 
-def save_detector(path: str | Path, detector: BilabialDetector, meta: dict | None = None) -> Path:
-    first = detector.nets[0]
-    header = {"feature_extractor": detector.feature_extractor, "threshold": str(detector.threshold),
-              "feature_dim": str(first.feature_mean.numel()), "width": str(first.net[0].out_channels),
-              "members": str(len(detector.nets)), "meta": json.dumps(meta or {})}
-    tensors = {f"net{i}.{name}": value.detach().float().cpu().contiguous()
-               for i, net in enumerate(detector.nets) for name, value in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=header)
-    return Path(path)
-
-
-def load_detector_file(path: str | Path) -> BilabialDetector:
-    with safe_open(str(path), framework="pt") as handle:
-        header = handle.metadata() or {}
-    if "feature_extractor" not in header:
-        raise ValueError(f"{path}: not a bilabial detector file (no feature_extractor in its header)")
-    tensors = load_file(str(path))
-    nets = []
-    for i in range(int(header["members"])):
-        net = BilabialNet(int(header["feature_dim"]), int(header["width"]))
-        prefix = f"net{i}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        nets.append(net)
-    return BilabialDetector(nets, header["feature_extractor"], float(header["threshold"]))
-
-
 @functools.cache
-def shipped_detector(feature_extractor: str) -> BilabialDetector | None:
-    """The detector shipped for these speech features, or None (then use PocketSphinx)."""
+def shipped_detector(feature_extractor: str):
+    """The detector shipped for these speech features, or None (then use PocketSphinx): its
+    ONNX export when it is beside the weights (no torch needed), else the torch detector."""
     path = detector_path(feature_extractor)
-    return load_detector_file(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    if path.with_suffix(".onnx").is_file():
+        from ..model.onnx_denoiser import file_digest
+
+        exported = OnnxBilabialDetector(path.with_suffix(".onnx"))
+        if exported.source_digest == file_digest(path):   # not a stale export
+            return exported
+    from .bilabial_net import load_detector_file
+
+    return load_detector_file(path)
+
+
+_TORCH_NAMES = ("BilabialNet", "BilabialDetector", "save_detector", "load_detector_file")
+
+
+def __getattr__(name: str):
+    """The torch side (backend.features.bilabial_net) under its old names, imported on use."""
+    if name in _TORCH_NAMES:
+        from . import bilabial_net
+
+        return getattr(bilabial_net, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------

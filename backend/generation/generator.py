@@ -3,6 +3,9 @@
 Long audio is generated in overlapping windows: every window after the first is given the
 last `context` frames of the one before (the model was trained to continue them), so there
 is no seam, and only one window is in memory at a time.
+
+numpy throughout: the network runs on onnxruntime (the default on a CPU: no torch imported)
+or on torch (`runtime="torch"`, and on a GPU), behind the same two calls.
 """
 
 import dataclasses
@@ -10,13 +13,11 @@ import logging
 from collections.abc import Callable
 
 import numpy as np
-import torch
 
 from ...retarget.face import topology
 from ..diffusion.sampler import ddim_sample
 from ..diffusion.schedule import NoiseSchedule
 from ..model.checkpoint import ModelBundle
-from ..model.cmdt import SamplingDenoiser
 from ..protocol.options import BILABIAL_SOURCES, OPTIONS  # noqa: F401 (re-exported)
 from ..protocol.options import validate as validate_options
 from .lip_contact import apply_lip_contact
@@ -49,38 +50,47 @@ GenerationOptions = options_dataclass()
 
 
 RUNTIMES = ("auto", "torch", "onnx")
-# onnxruntime beats torch on small CPUs (2 cores: 0.40 against 0.75 s for 60 s of audio) but
-# does not scale with cores (16 cores: 1.64 against torch's 0.33 s; docs/BENCHMARKS.md).
-ONNX_MAX_CPU_THREADS = 4
+
+
+def choose_runtime(runtime: str, device: str) -> str:
+    """"auto" -> onnxruntime on a CPU (no torch import, and about twice torch's speed on a
+    few cores), torch on a GPU. On many cores torch samples faster (16 cores: 0.33 against
+    onnxruntime's 1.64 s for 60 s of audio; docs/BENCHMARKS.md): ask for it there."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "auto":
+        return "onnx" if device == "cpu" else "torch"
+    return runtime
 
 
 class MotionGenerator:
-    """runtime "torch" runs the denoiser as the torch module, "onnx" on onnxruntime (the same
-    motion to float precision), "auto" onnx on a CPU of up to 4 threads when onnxruntime can
-    take it, else torch. `self.runtime` says which one runs."""
+    """runtime "torch" runs the network as the torch module, "onnx" on onnxruntime (the same
+    motion to float precision), "auto" as `choose_runtime` says, falling back to torch when
+    onnxruntime cannot run the model. `self.runtime` says which one runs."""
 
     def __init__(self, bundle: ModelBundle, device: str = "cpu", runtime: str = "torch"):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
         self.bundle = bundle
-        self.model = bundle.model.to(device).eval()
         self.space = bundle.motion_space
-        self.config = bundle.model.config
+        self.config = bundle.config
         self.device = device
         self.schedule = NoiseSchedule()
-        self.runtime, self.denoiser = "torch", SamplingDenoiser(self.model)
-        small_cpu = device == "cpu" and torch.get_num_threads() <= ONNX_MAX_CPU_THREADS
-        if runtime == "onnx" or (runtime == "auto" and small_cpu):
-            from ..model.onnx_denoiser import OnnxDenoiser
+        self.runtime, self.network = self._load_network(choose_runtime(runtime, device),
+                                                        fallback=runtime == "auto")
+
+    def _load_network(self, runtime: str, fallback: bool):
+        if runtime == "onnx":
+            from ..model.onnx_denoiser import OnnxNetwork
 
             try:
-                self.runtime, self.denoiser = "onnx", OnnxDenoiser(self.model, device)
+                return "onnx", OnnxNetwork(self.bundle, self.device)
             except (ImportError, OSError, RuntimeError) as error:
-                if runtime == "onnx":
+                if not fallback:
                     raise
                 log.warning("onnxruntime cannot run the model (%s); sampling with torch", error)
+        from ..model.torch_network import TorchNetwork
 
-    @torch.no_grad()
+        return "torch", TorchNetwork(self.bundle.torch_network(self.device), self.device)
+
     def generate(self, features: np.ndarray, neutral: np.ndarray,
                  options: GenerationOptions | None = None, bilabials: np.ndarray | None = None,
                  silence: np.ndarray | None = None,
@@ -104,27 +114,26 @@ class MotionGenerator:
                 features = np.concatenate([features[shift:], np.repeat(features[-1:], shift, 0)])
         space, config = self.space, self.config
         window, context = config.window, config.context
-        std = torch.as_tensor(space.motion_std, dtype=torch.float32)
+        std = space.motion_std.astype(np.float32)
         pose_slice = space.region_slices()["pose"]
-        identity = torch.as_tensor(space.identity_code(neutral))[None]
+        identity = space.identity_code(neutral)[None].astype(np.float32)
         closure = self._closure_guide(neutral, bilabials, options.closure_guidance, frames)
-        motion = torch.zeros(frames, space.motion_dim)          # raw (un-whitened) units
+        motion = np.zeros((frames, space.motion_dim), np.float32)   # raw (un-whitened) units
         start, index = 0, 0
         while start < frames:
             known = min(context, start)                          # frames carried over
             begin = start - known
             length = min(window, frames - begin)
-            given = torch.zeros(1, length, space.motion_dim)
-            mask = torch.zeros(1, length)
+            given = np.zeros((1, length, space.motion_dim), np.float32)
+            mask = np.zeros((1, length), np.float32)
+            offset = np.zeros(pose_slice.stop - pose_slice.start, np.float32)
             if known:
-                tail = motion[begin:start].clone()
-                offset = tail[0, pose_slice].clone()
+                tail = motion[begin:start].copy()
+                offset = tail[0, pose_slice].copy()
                 tail[:, pose_slice] -= offset                     # pose relative to window start
                 given[0, :known] = tail / std
                 mask[0, :known] = 1
-            else:
-                offset = motion[0, pose_slice] * 0
-            audio = torch.as_tensor(features[begin:begin + length], dtype=torch.float32)[None]
+            audio = np.asarray(features[begin:begin + length], dtype=np.float32)[None]
             guide = None if closure is None else closure[begin:begin + length]
             if guide is not None and not guide.weights.any():
                 guide = None                                     # no bilabial in this window
@@ -136,7 +145,7 @@ class MotionGenerator:
             start, index = begin + length, index + 1
             if progress is not None:
                 progress(start / frames)
-        raw = motion.numpy()
+        raw = motion
         parts = space.region_slices()
         if options.lip_sharpen > 0:
             lower = raw[:, parts["lower"]]
@@ -156,31 +165,28 @@ class MotionGenerator:
         canonical, pose = space.decode(raw / space.motion_std, neutral)
         return apply_lip_contact(canonical, options.lip_contact, in_place=True), pose
 
-    def _sample(self, audio, identity, given, mask, options, seed, closure=None) -> torch.Tensor:
-        """One window on the generator's device; CPU tensors in and out."""
-        generator = torch.Generator().manual_seed(seed)   # on the CPU: same noise on any device
-        device = self.device if self.runtime == "torch" else "cpu"
-        audio, identity, given, mask = (v.to(device) for v in (audio, identity, given, mask))
+    def _sample(self, audio, identity, given, mask, options, seed, closure=None) -> np.ndarray:
+        """One window: audio (1, L, F), identity (1, I), given (1, L, D), mask (1, L) ->
+        x0 (1, L, D) whitened, float32."""
         length = audio.shape[1]
         guided = options.expressiveness != 1.0
-        keep = torch.zeros(1, dtype=torch.bool)
-
         # The audio's encoding does not change between sampling steps: compute it once.
-        drops = (torch.tensor([False, True]) if guided else keep).to(device)
-        audio_h = self.model.audio.to(device)(audio.repeat(len(drops), 1, 1), drops)
+        drops = np.array([False, True]) if guided else np.array([False])
         both = len(drops)
+        audio_h = self.network.encode_audio(np.repeat(audio, both, 0), drops)
+        identity, given_both, mask_both = (np.repeat(v, both, 0) for v in (identity, given, mask))
+        keep_identity = np.zeros(both, dtype=bool)
 
         def denoise(x_t, t):
-            out = self.denoiser(x_t.repeat(both, 1, 1), t.repeat(both), identity.repeat(both, 1),
-                                given.repeat(both, 1, 1), mask.repeat(both, 1),
-                                torch.zeros(both, dtype=torch.bool, device=device), audio_h)
+            out = self.network.denoise(np.repeat(x_t, both, 0), np.repeat(t, both), identity,
+                                       given_both, mask_both, keep_identity, audio_h)
             x0 = out if not guided else out[1:] + options.expressiveness * (out[:1] - out[1:])
             return x0 if closure is None else closure.apply(x0)
 
         x0 = ddim_sample(denoise, (1, length, self.space.motion_dim), self.schedule,
-                         options.steps, generator, device)
+                         options.steps, seed)
         known = mask[..., None] > 0
-        return torch.where(known, given, x0).cpu()   # carried-over frames stay exactly as they were
+        return np.where(known, given, x0)   # carried-over frames stay exactly as they were
 
     def _closure_guide(self, neutral, bilabials, strength, frames) -> "ClosureGuide | None":
         if bilabials is None or strength <= 0 or not np.any(bilabials):
@@ -304,11 +310,11 @@ class ClosureGuide:
         # Inner-lip gap as a function of whitened lower coefficients: gap = n + z @ G.
         gap_basis = space.lip_gap_basis() * space.motion_std[lower, None]
         self.lower = lower
-        self.gap_basis = torch.tensor(gap_basis, dtype=torch.float32)                  # (K, 3)
-        self.pinv = torch.linalg.pinv(self.gap_basis)                                   # (3, K)
-        self.neutral_gap = torch.tensor(neutral[topology.UPPER_INNER_LIP]
-                                        - neutral[topology.LOWER_INNER_LIP], dtype=torch.float32)
-        self.weights = torch.tensor(weights, dtype=torch.float32)                       # (T,)
+        self.gap_basis = np.asarray(gap_basis, np.float32)                             # (K, 3)
+        self.pinv = np.linalg.pinv(self.gap_basis)                                       # (3, K)
+        self.neutral_gap = np.asarray(neutral[topology.UPPER_INNER_LIP]
+                                      - neutral[topology.LOWER_INNER_LIP], np.float32)
+        self.weights = np.asarray(weights, np.float32)                                   # (T,)
 
     def __getitem__(self, frames: slice) -> "ClosureGuide":
         part = object.__new__(ClosureGuide)
@@ -316,13 +322,11 @@ class ClosureGuide:
         part.weights = self.weights[frames]
         return part
 
-    def apply(self, x0: torch.Tensor) -> torch.Tensor:
+    def apply(self, x0: np.ndarray) -> np.ndarray:
         """x0 (B, L, D) whitened -> the same with the lips closed where the weights say."""
         lower = x0[..., self.lower]
-        gap_basis, pinv, neutral_gap, weights = (v.to(x0.device) for v in (
-            self.gap_basis, self.pinv, self.neutral_gap, self.weights))
-        gap = neutral_gap + lower @ gap_basis                                           # (B, L, 3)
-        correction = -(weights[None, :, None] * gap) @ pinv                            # (B, L, K)
-        out = x0.clone()
+        gap = self.neutral_gap + lower @ self.gap_basis                                  # (B, L, 3)
+        correction = -(self.weights[None, :, None] * gap) @ self.pinv                   # (B, L, K)
+        out = x0.copy()
         out[..., self.lower] = lower + correction
         return out

@@ -1,33 +1,53 @@
 """Model files: safetensors with the network weights, the motion space and JSON metadata.
 
 Never pickle: a model file holds tensors and strings only, so loading one runs no code.
+Reading one needs no torch: `load_bundle(..., network=False)` gives the motion space and the
+network's configuration for the onnxruntime path; the torch network is built only when asked.
 """
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
 from ...retarget.atomic_file import atomic_path
-from .cmdt import CMDT, CMDTConfig
+from .config import CMDTConfig
 from .motion_space import MotionSpace
+
+if TYPE_CHECKING:
+    from .cmdt import CMDT
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "weights" / "cmdt_default.safetensors"
 
 
 @dataclass
 class ModelBundle:
-    model: CMDT
+    model: "CMDT | None"               # the torch network; None when loaded without it
     motion_space: MotionSpace
     feature_extractor: str
     meta: dict = field(default_factory=dict)
+    config: CMDTConfig | None = None   # the network's shape (model.config when there is one)
+    path: Path | None = None           # the model file it came from
+
+    def __post_init__(self):
+        if self.config is None and self.model is not None:
+            self.config = self.model.config
+
+    def torch_network(self, device: str = "cpu") -> "CMDT":
+        """The torch network, built from the file on first use (imports torch)."""
+        if self.model is None:
+            self.model = _load_network(self.path, self.config)
+        return self.model.to(device).eval()
 
 
-def save_bundle(path: str | Path, model: CMDT, motion_space: MotionSpace, feature_extractor: str,
+def save_bundle(path: str | Path, model: "CMDT", motion_space: MotionSpace, feature_extractor: str,
                 meta: dict | None = None) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {f"model.{k}": v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({k: torch.from_numpy(v) for k, v in motion_space.to_arrays().items()})
@@ -38,21 +58,35 @@ def save_bundle(path: str | Path, model: CMDT, motion_space: MotionSpace, featur
     return path
 
 
-def load_bundle(path: str | Path = DEFAULT_MODEL, device: str = "cpu") -> ModelBundle:
+def load_bundle(path: str | Path = DEFAULT_MODEL, device: str = "cpu", network: bool = True
+                ) -> ModelBundle:
+    """The model file at `path`; network=False leaves the torch network unbuilt (no torch
+    import: the onnxruntime path needs only the motion space and the configuration)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file; train one with `dimitra train` "
                                 "or use the shipped default (omit --model)")
-    with safe_open(str(path), framework="pt") as handle:
+    with safe_open(str(path), framework="numpy") as handle:
         header = handle.metadata() or {}
-    if "config" not in header:
-        raise ValueError(f"{path}: not a Dimitra model file (no config in its header)")
+        if "config" not in header:
+            raise ValueError(f"{path}: not a Dimitra model file (no config in its header)")
+        space = MotionSpace.from_arrays({k: np.asarray(handle.get_tensor(k)) for k in handle.keys()
+                                         if k.startswith("motion_space.")})
     config_dict = json.loads(header["config"])
     config_dict["region_dims"] = tuple(config_dict["region_dims"])
+    bundle = ModelBundle(None, space, header["feature_extractor"],
+                         json.loads(header.get("meta", "{}")), CMDTConfig(**config_dict), path)
+    if network:
+        bundle.torch_network(device)
+    return bundle
+
+
+def _load_network(path: Path, config: CMDTConfig) -> "CMDT":
+    from safetensors.torch import load_file
+
+    from .cmdt import CMDT
+
     tensors = load_file(str(path), device="cpu")
-    model = CMDT(CMDTConfig(**config_dict))
+    model = CMDT(config)
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    model.to(device).eval()
-    space = MotionSpace.from_arrays({k: v.numpy() for k, v in tensors.items()
-                                     if k.startswith("motion_space.")})
-    return ModelBundle(model, space, header["feature_extractor"], json.loads(header.get("meta", "{}")))
+    return model.eval()

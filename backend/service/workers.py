@@ -102,11 +102,11 @@ def worker_main(index: int, address: str, settings: dict, cancel_seq) -> None:
 
 
 def _load_animator(settings: WorkerSettings):
-    import torch
-
     from ..generation.animate import Animator
 
-    if settings.torch_threads > 0:
+    if settings.torch_threads > 0:   # torch only when asked for: the CPU path runs without it
+        import torch
+
         torch.set_num_threads(settings.torch_threads)
     animator = Animator(settings.model_path, settings.device, settings.runtime)
     return animator, animator.device

@@ -163,9 +163,9 @@ def test_generation_asks_the_detector_and_pocketsphinx_only_when_told(monkeypatc
 def test_closure_guidance_shuts_the_lips_only_where_asked():
     space, neutrals, jaw = synthetic_space()
     open_mouth = space.encode(neutrals[0][None] + jaw * 1.0, neutrals[0], np.zeros((1, 6)))
-    x0 = torch.tensor(np.repeat(open_mouth[None], 4, axis=1))        # (1, 4, D), mouth open
+    x0 = np.repeat(open_mouth[None], 4, axis=1).astype(np.float32)   # (1, 4, D), mouth open
     weights = np.array([0.0, 1.0, 0.5, 0.0])
-    guided = ClosureGuide(space, neutrals[0], weights).apply(x0).numpy()[0]
+    guided = ClosureGuide(space, neutrals[0], weights).apply(x0)[0]
     canonical, _ = space.decode(guided, neutrals[0])
     gaps = np.linalg.norm(canonical[:, topology.UPPER_INNER_LIP] - canonical[:, topology.LOWER_INNER_LIP], axis=1)
     before = np.linalg.norm((neutrals[0] + jaw)[topology.UPPER_INNER_LIP] - (neutrals[0] + jaw)[topology.LOWER_INNER_LIP])
@@ -180,8 +180,8 @@ def test_the_lips_press_hardest_at_the_end_of_a_bilabial():
     np.testing.assert_allclose(weights, [0, 0.5, 0.75, 1, 0, 1, 0, 0.25, 0.5])
     space, neutrals, jaw = synthetic_space()
     open_mouth = space.encode(neutrals[0][None] + jaw * 1.0, neutrals[0], np.zeros((1, 6)))
-    x0 = torch.tensor(np.repeat(open_mouth[None], 5, axis=1))        # (1, 5, D), mouth open
-    guided = ClosureGuide(space, neutrals[0], weights[:5]).apply(x0).numpy()[0]
+    x0 = np.repeat(open_mouth[None], 5, axis=1).astype(np.float32)   # (1, 5, D), mouth open
+    guided = ClosureGuide(space, neutrals[0], weights[:5]).apply(x0)[0]
     canonical, _ = space.decode(guided, neutrals[0])
     gaps = np.linalg.norm(canonical[:, topology.UPPER_INNER_LIP] - canonical[:, topology.LOWER_INNER_LIP], axis=1)
     assert gaps[3] < gaps[2] < gaps[1] < gaps[0]                     # deepest at the release
