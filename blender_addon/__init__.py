@@ -6,7 +6,8 @@ Layout: scene_inputs (what a Generate reads), generate_job (the background job a
 ticks), key_writer (keys into new Actions, all or nothing), local_backend (a `dimitra serve`
 started on this machine), landmark_points, operators, panel, preferences, properties,
 blender_api (Blender version differences), rig_reader, reference_view (the reference render
-and its camera) and bake (shared with batch baking).
+and its camera), bake (shared with batch baking) and render_comparison (the rig's take beside
+the photoreal one).
 """
 
 
@@ -23,6 +24,9 @@ def register() -> None:
     properties.register()
     for cls in (preferences.DimitraPreferences, *operators.CLASSES, *panel.CLASSES):
         bpy.utils.register_class(cls)
+    from . import render_comparison
+
+    render_comparison.register()
 
 
 def unregister() -> None:
@@ -32,6 +36,9 @@ def unregister() -> None:
 
     generate_job.stop_all()       # a timer left registered hangs Blender at exit
     local_backend.stop()
+    from . import render_comparison
+
+    render_comparison.unregister()
     properties, preferences, operators, panel = _modules()
     for cls in reversed((preferences.DimitraPreferences, *operators.CLASSES, *panel.CLASSES)):
         bpy.utils.unregister_class(cls)
