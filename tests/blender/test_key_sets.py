@@ -89,3 +89,25 @@ def test_the_sample_rig_opens_as_wide_as_the_motion(sample_rig, generated_motion
     r, amplitude = opening_amplitude(result.correspondence, "sample_face", frames,
                                      generated_motion, 30.0)
     assert r > 0.9 and 0.8 < amplitude < 1.2, (r, amplitude)
+
+
+def test_cli_keys_flag_and_a_set_the_rig_lacks(tmp_path, generated_motion, speech_clip, capsys):
+    from dimitra.backend.cli import main
+
+    two_sets = build_messy_rig(tmp_path / "avatar.blend", style="two_sets")
+    out = tmp_path / "visemes.blend"
+    assert main(["bake", str(speech_clip), "--rig", str(two_sets), "--out", str(out),
+                 "--motion", str(generated_motion), "--keys", "visemes"]) == 0
+    bpy.ops.wm.open_mainfile(filepath=str(out))
+    scene = bpy.context.scene
+    frames = np.arange(scene.frame_start, scene.frame_end + 1, 5)
+    values = shape_key_values(frames, ["jawOpen", "viseme_aa"])
+    assert np.all(values[("Head", "jawOpen")] == 0) and values[("Head", "viseme_aa")].max() > 0
+    visemes_only = build_messy_rig(tmp_path / "visemes_only.blend", style="visemes")
+    capsys.readouterr()
+    assert main(["bake", str(speech_clip), "--rig", str(visemes_only), "--out",
+                 str(tmp_path / "arkit.blend"), "--motion", str(generated_motion),
+                 "--keys", "arkit"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dimitra bake: --keys arkit: the rig has no ARKit") and "\n" not in err
+    assert not (tmp_path / "arkit.blend").exists()
