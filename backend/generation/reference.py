@@ -4,24 +4,29 @@ Generated motion is expressed around it: motion-file landmarks are in the refere
 frame, and motion-file pose is relative to its head pose. It comes from a picture (a photo or
 a render of the character, found with MediaPipe Face Mesh in static mode) or from a motion
 file / prepared dataset clip (its `neutral` shape, else its first frame).
+
+A picture's landmarks are kept in the Dimitra cache, keyed by its decoded pixels: a pipeline
+that animates line after line of one character finds them there from the second line on,
+without importing MediaPipe (and OpenCV), about half a second of every `dimitra animate`.
 """
 
+import hashlib
 import io
 import os
 import tempfile
 import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ...retarget.atomic_file import atomic_open
 from ...retarget.face import topology
 from ...retarget.face.canonical import load_canonical_face
 from ...retarget.face.pose import PIXEL_FROM_UPRIGHT, Similarity, fit_head_pose, to_canonical
 from ...retarget.motion_file import Motion, MotionFileError, load_motion
-from ..tracking.face_tracker import find_faces
 
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")  # the JPEG opener also takes phone MPOs
 MAX_PIXELS = 40_000_000     # refused from the header, before anything is decoded
@@ -61,8 +66,28 @@ def load_reference(source: str | os.PathLike | bytes, max_side: int = 4096,
         return _make_reference(landmarks, None, image_size, label)
     image = _decode_image(io.BytesIO(data) if path is None else path, name, max_side)
     height, width = image.shape[:2]
-    landmarks = _detect_main_face(image, name, min_face_px)
+    cached = _landmark_cache_path(image, min_face_px)
+    try:
+        landmarks = np.load(cached)
+    except (OSError, ValueError):   # not there yet (or unreadable): detect, and keep them
+        landmarks = _detect_main_face(image, name, min_face_px)
+        try:
+            with atomic_open(cached) as out:
+                np.save(out, landmarks)
+        except OSError:
+            pass   # a read-only cache only costs the next call the detection again
     return _make_reference(landmarks, image, (width, height), label)
+
+
+def _landmark_cache_path(image: np.ndarray, min_face_px: int) -> Path:
+    """Where a picture's landmarks are cached: keyed by its pixels, the detection settings
+    and the MediaPipe release (a newer one may place the points differently)."""
+    from ..model.onnx_denoiser import cache_dir
+
+    digest = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    digest.update(f"|{image.shape}|{min_face_px}|{DETECT_MAX_SIDE}|{UPSCALE_SIDE}|"
+                  f"{metadata.version('mediapipe')}".encode())
+    return cache_dir() / "reference" / f"{digest.hexdigest()[:32]}.npy"
 
 
 def _open_source(source) -> tuple[str, Path | None, bytes | None]:
@@ -135,6 +160,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def _detect_main_face(image: np.ndarray, name: str, min_face_px: int) -> np.ndarray:
     """(478, 3) float32 landmarks of the one main face, in the picture's pixels."""
+    from ..tracking.face_tracker import find_faces
+
     height, width = image.shape[:2]
     longest = max(width, height)
     # Landmarks come back normalised, so `size` puts them in the original's pixels.
@@ -165,6 +192,8 @@ def _find_small_face_again(image: np.ndarray, face: np.ndarray, name: str,
     pad = 0.5 * (high - low).max()
     x0, y0 = np.maximum(np.floor(low - pad), 0).astype(int)
     x1, y1 = np.minimum(np.ceil(high + pad), (width, height)).astype(int)
+    from ..tracking.face_tracker import find_faces
+
     found = find_faces(_resized(image[y0:y1, x0:x1], UPSCALE_SIDE), size=(x1 - x0, y1 - y0))
     if not found:
         raise ReferenceFaceError(f"{name}: the face is only {_face_size(face):.0f} px across, "
@@ -179,6 +208,8 @@ def _resized(image: np.ndarray, longest: int) -> np.ndarray:
     height, width = image.shape[:2]
     scale = longest / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    import cv2
+
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
 
 

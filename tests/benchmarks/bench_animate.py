@@ -1,5 +1,9 @@
 """Speed and memory of generation (issue targets: 60 s of audio ≥ 50× faster than real time
-on this CPU, model loaded; an hour of audio under 2 GB). Features and sampling separately."""
+on this CPU, model loaded; an hour of audio under 2 GB). Features and sampling separately.
+
+And `dimitra animate` on 60 s as a whole process, as a pipeline calls it once per line
+(issue 16 target: under 1.2 s), with where its time goes: start-up imports, loading, each
+stage, from a child that times them in the order the command runs them."""
 
 import json
 import statistics
@@ -9,6 +13,38 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+
+_STAGES_CHILD = """
+import time
+started = time.perf_counter()
+import sys
+from pathlib import Path
+from dimitra.backend.generation.animate import AnimateRequest, Animator
+from dimitra.backend.generation.reference import load_reference
+from dimitra.backend.media.audio import load_audio, normalize_loudness
+from dimitra.retarget.motion_file import save_motion
+marks = {"imports": time.perf_counter()}
+animator = Animator()
+marks["model_load"] = time.perf_counter()
+animator.speech_features(load_audio(sys.argv[1])[:16_000])   # loads Whisper (lazy)
+marks["whisper_load"] = time.perf_counter()
+audio = normalize_loudness(load_audio(sys.argv[1]))
+marks["decode"] = time.perf_counter()
+load_reference(sys.argv[2])
+marks["reference"] = time.perf_counter()
+motion, _, _ = animator.animate(AnimateRequest(sys.argv[1], sys.argv[2]))
+marks["animate"] = time.perf_counter()
+save_motion(Path(sys.argv[3]), motion)
+marks["write"] = time.perf_counter()
+seconds, last = {}, started
+for name, mark in marks.items():
+    seconds[name] = mark - last
+    last = mark
+seconds.update({"animate_features": motion.meta["timing_s"]["features"],
+                "animate_sampling": motion.meta["timing_s"]["sampling"],
+                "torch_imported": "torch" in sys.modules})
+print(json.dumps(seconds))
+""".replace("import time\n", "import json, time\n", 1)
 
 _HOUR_CHILD = """
 import json, resource, sys, time
@@ -31,6 +67,43 @@ end = time.perf_counter()
 print(json.dumps({"features_s": middle - start, "sampling_s": end - middle,
                   "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
+
+
+def whole_process(repeats: int = 3) -> dict:
+    """`dimitra animate` on 60 s of speech (the bundled speech repeated), whole processes,
+    median of `repeats`; then one child's stage times (the stages run again inside
+    `animate` there, so they add up to more than one command)."""
+    import tempfile
+
+    import numpy as np
+    import soundfile
+
+    from dimitra.backend.demo import REFERENCE_IMAGE, SPEECH
+    from dimitra.backend.media.audio import load_audio
+
+    with tempfile.TemporaryDirectory() as folder:
+        speech = Path(folder) / "speech_60s.flac"
+        soundfile.write(speech, np.resize(load_audio(SPEECH), 60 * 16_000), 16_000)
+        out = Path(folder) / "line.npz"
+        command = [sys.executable, "-m", "dimitra.backend.cli", "animate", str(speech), "--ref",
+                   str(REFERENCE_IMAGE), "--out", str(out)]
+        subprocess.run(command, check=True, capture_output=True)   # warm the file cache
+        walls = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            walls.append(time.perf_counter() - start)
+        stages = subprocess.run([sys.executable, "-c", _STAGES_CHILD, str(speech),
+                                 str(REFERENCE_IMAGE), str(out)],
+                                capture_output=True, text=True, check=True)
+    breakdown = json.loads(stages.stdout.strip().splitlines()[-1])
+    result = {"animate_60s_process_s": round(statistics.median(walls), 3),
+              "runs_s": [round(w, 3) for w in walls],
+              "stages_s": {k: round(v, 3) if isinstance(v, float) else v
+                           for k, v in breakdown.items()}}
+    print(f"`dimitra animate` on 60 s, whole process: {result['animate_60s_process_s']:.2f} s "
+          f"(median of {repeats}; runs {result['runs_s']}); stages {result['stages_s']}")
+    return result
 
 
 def main(repeats: int = 3) -> dict:
@@ -96,6 +169,7 @@ def main(repeats: int = 3) -> dict:
     results["one_hour"] = {k: round(v, 1) for k, v in hour.items()}
     print(f"1 hour of audio: features {hour['features_s']:.0f} s, sampling "
           f"{hour['sampling_s']:.0f} s, peak {hour['peak_mb']:.0f} MB")
+    results["whole_process"] = whole_process()
     return results
 
 
