@@ -56,8 +56,7 @@ def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", worker
     (the tests crash a worker on purpose with one)."""
     check_lines(lines)
     todo = [line for line in lines if not line.out.exists()]
-    skipped = {line.number: {"line": line.number, "audio": str(line.audio), "out": str(line.out),
-                             "rig": str(line.rig), "status": "skipped"}
+    skipped = {line.number: {**_named(line), "status": "skipped"}
                for line in lines if line.out.exists()}
     if not todo:
         return RayBakeRun([skipped[line.number] for line in lines])
@@ -124,25 +123,37 @@ def _run(pool: "_Pool", todo: list[ManifestLine], done: dict, bar: BatchProgress
         if waiting:
             line = waiting.popleft()
             in_flight[worker.bake_line.remote(line)] = (worker, line)
-    while in_flight:
-        [ref], _ = ray.wait(list(in_flight), num_returns=1)
-        worker, line = in_flight.pop(ref)
-        try:
-            report = ray.get(ref)
-        except ray.exceptions.RayActorError as error:   # the process died: this line only
-            report = {"line": line.number, "audio": str(line.audio), "out": str(line.out),
-                      "rig": str(line.rig), "status": "failed",
-                      "error": f"the worker process died while baking it ({_first_line(error)})"}
+    try:
+        while in_flight:
+            _next_report(pool, in_flight, waiting, done, bar)
+    except KeyboardInterrupt:   # the workers go first: one may be writing its line's file
+        pool.stop()
+        ray.wait(list(in_flight), num_returns=len(in_flight), timeout=30)
+        for _, line in in_flight.values():
             remove_partial_files(line.out)
-            worker = pool.replace(worker)
-        except ray.exceptions.RayError as error:
-            report = {"line": line.number, "audio": str(line.audio), "out": str(line.out),
-                      "rig": str(line.rig), "status": "failed", "error": _first_line(error)}
-        done[line.number] = report
-        bar.update(failed=report["status"] != "ok")
-        if waiting:
-            line = waiting.popleft()
-            in_flight[worker.bake_line.remote(line)] = (worker, line)
+        raise
+
+
+def _next_report(pool: "_Pool", in_flight: dict, waiting: deque, done: dict,
+                 bar: BatchProgress) -> None:
+    """Wait for a line to finish, note its report, give its worker the next line."""
+    ray = pool.ray
+    [ref], _ = ray.wait(list(in_flight), num_returns=1)
+    worker, line = in_flight.pop(ref)
+    try:
+        report = ray.get(ref)
+    except ray.exceptions.RayActorError as error:   # the process died: this line only
+        report = _failed(line, f"the worker process died while baking it "
+                               f"({_first_line(error)})")
+        remove_partial_files(line.out)
+        worker = pool.replace(worker)
+    except ray.exceptions.RayError as error:
+        report = _failed(line, _first_line(error))
+    done[line.number] = report
+    bar.update(failed=report["status"] != "ok")
+    if waiting:
+        line = waiting.popleft()
+        in_flight[worker.bake_line.remote(line)] = (worker, line)
 
 
 class _Pool:
@@ -169,6 +180,16 @@ class _Pool:
         outlives this run."""
         for worker in self.workers:
             self.ray.kill(worker, no_restart=True)
+        self.workers = []
+
+
+def _named(line: ManifestLine) -> dict:
+    return {"line": line.number, "audio": str(line.audio), "out": str(line.out),
+            "rig": str(line.rig)}
+
+
+def _failed(line: ManifestLine, error: str) -> dict:
+    return {**_named(line), "status": "failed", "error": error}
 
 
 def _first_line(error: Exception) -> str:
