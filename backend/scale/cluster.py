@@ -39,9 +39,11 @@ def connect(where: str, local_cpus: int | None = None) -> Iterator[Cluster]:
     running (only this run's workers go). `local_cpus`: CPUs for a local instance (default:
     this machine's)."""
     ray = import_ray()
-    where = where.strip()
+    where, named_by = where.strip(), "--ray"
+    if where == AUTO and os.environ.get("RAY_ADDRESS"):   # the user named the cluster
+        where, named_by = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if where not in (LOCAL, AUTO):
-        check_reachable(where)
+        check_reachable(where, named_by)
     options = {"include_dashboard": False, "log_to_driver": False,
                "logging_level": logging.WARNING}
     local = {"num_cpus": local_cpus or os.cpu_count(), "object_store_memory": OBJECT_STORE_BYTES}
@@ -57,25 +59,27 @@ def connect(where: str, local_cpus: int | None = None) -> Iterator[Cluster]:
         else:
             ray.init(address=where, **options)
     except (ConnectionError, TimeoutError) as error:
-        raise ClusterError(f"--ray {where}: cannot join the Ray cluster there ({error}); check "
-                           "the address `ray start --head` printed, or use --ray local") from error
+        raise ClusterError(f"{named_by} {where}: cannot join the Ray cluster there ({error}); "
+                           "check the address `ray start --head` printed, or use --ray local"
+                           ) from error
     try:
         yield Cluster(where, int(ray.cluster_resources().get("CPU", 0)))
     finally:
         ray.shutdown()
 
 
-def check_reachable(address: str) -> None:
+def check_reachable(address: str, named_by: str = "--ray") -> None:
     """Fail in seconds, not after Ray's minute of retries, when nothing listens at ADDRESS
     (host:port, or ray://host:port for Ray Client)."""
     host_port = address.removeprefix("ray://")
     host, _, port = host_port.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(f"--ray {address}: give auto, local, or a cluster's HOST:PORT (the "
-                           "address `ray start --head` printed, e.g. 10.0.0.5:6379)")
+        raise ClusterError(f"{named_by} {address}: give auto, local, or a cluster's HOST:PORT "
+                           "(the address `ray start --head` printed, e.g. 10.0.0.5:6379)")
     try:
         socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        raise ClusterError(f"--ray {address}: no Ray cluster answers there ({reason}); start one "
-                           "with `ray start --head` on that machine, or use --ray local") from error
+        raise ClusterError(f"{named_by} {address}: no Ray cluster answers there ({reason}); "
+                           "start one with `ray start --head` on that machine, or use --ray local"
+                           ) from error
