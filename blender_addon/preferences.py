@@ -1,4 +1,5 @@
-"""The add-on's preferences: where the backend is (a local one to start, or a remote server)."""
+"""The add-on's preferences: where the backend is (built in, a local Python's, or a remote
+server)."""
 
 from pathlib import Path
 
@@ -20,8 +21,11 @@ class DimitraPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
     backend: EnumProperty(
-        name="Backend", default="LOCAL",
-        items=[("LOCAL", "Local", "Start a backend on this machine from the Python below"),
+        name="Backend", default="BUILTIN",
+        items=[("BUILTIN", "Built-in", "Run the model shipped with the add-on in a worker "
+                                       "process of Blender's own Python (CPU; nothing to install)"),
+               ("LOCAL", "Local (your Python)", "Start a backend on this machine from the Python "
+                                               "below (e.g. one with a GPU's torch)"),
                ("REMOTE", "Remote", "Use a running `dimitra serve` at the address below")])
     python: StringProperty(
         name="Local backend Python", subtype="FILE_PATH",
@@ -38,7 +42,9 @@ class DimitraPreferences(bpy.types.AddonPreferences):
     def draw(self, context):
         layout = self.layout
         layout.prop(self, "backend", expand=True)
-        if self.backend == "LOCAL":
+        if self.backend == "BUILTIN":
+            layout.label(text="The shipped model runs on the CPU in a worker process.")
+        elif self.backend == "LOCAL":
             layout.prop(self, "python")
             layout.prop(self, "port")
         else:
@@ -58,12 +64,14 @@ def backend_for(server: str, server_key: str, client_key: str, context=None) -> 
     preferences'."""
     prefs = addon_preferences(context)
     if not server and prefs is not None:
+        if prefs.backend == "BUILTIN":
+            return Backend(builtin=True)
         if prefs.backend == "LOCAL":
             return Backend(local_python=bpy.path.abspath(prefs.python), local_port=prefs.port)
         server, server_key, client_key = prefs.address, prefs.server_key, prefs.client_key
     if not server:
-        raise InputError("no backend: set one in Preferences > Add-ons > Dimitra (a local "
-                         "Python or a server address), or pass server='tcp://HOST:PORT'")
+        raise InputError("no backend: set one in Preferences > Add-ons > Dimitra (Built-in, a "
+                         "local Python or a server address), or pass server='tcp://HOST:PORT'")
     return Backend(address=server, curve=curve_keys(server_key, client_key))
 
 

