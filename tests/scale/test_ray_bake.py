@@ -155,13 +155,19 @@ def test_mixed_rigs_in_one_manifest(sample_rig, speech_lines, tmp_path):
         "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
         "bpy.ops.export_scene.gltf(filepath=sys.argv[2], export_format='GLB', export_morph=True)"),
         str(sample_rig), str(glb_rig)], check=True, capture_output=True, timeout=120)
+    garbled = tmp_path / "garbled.wav"
+    garbled.write_bytes(b"RIFF" + bytes(range(256)) * 40)
     manifest = write_manifest(tmp_path / "lines.csv", [
         (speech_lines[0], "a.glb", sample_rig), (speech_lines[1], "b.glb", glb_rig),
-        (speech_lines[2], "c.glb", "")])
+        (garbled, "bad.glb", ""), (speech_lines[2], "c.glb", "")])
     run = run_bake("--rig", sample_rig, "--manifest", manifest, "--ray", "local",
                    "--workers", "2")
-    assert run.returncode == 0, run.stderr
-    assert "3 lines: 3 baked" in run.stdout
+    assert run.returncode == 1, run.stderr
+    assert "4 lines: 3 baked, 0 already there, 1 failed" in run.stdout
+    last = run.stdout.strip().splitlines()[-1]   # failed lines are listed again at the end
+    assert last.startswith(f"  failed line 4 ({garbled}): ") and "garbled.wav" in last
+    assert sorted(p.name for p in tmp_path.glob("*.glb")) == ["a.glb", "b.glb", "c.glb",
+                                                             "sample_face.glb"]
 
 
 # ---------------------------------------------------------------------------------------------
