@@ -5,21 +5,27 @@ is in generate_job, key_writer and landmark_points. In background mode (`blender
 as a module) Generate and Re-solve run to completion before they return, so pipelines can
 script them: `bpy.ops.dimitra.generate(mesh="Face", audio_file="line.wav")`; an error raises
 RuntimeError with the message.
+
+A button that cannot run is greyed out with the reason (`poll` + `poll_message_set`). Generate's
+poll checks the panel's face and audio only where the panel is (the 3D Viewport): a script
+passes them as arguments, and `execute` checks those.
 """
 
 from dataclasses import fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import bpy
 from bpy.props import IntProperty, StringProperty
 from bpy_extras.io_utils import ExportHelper
 
-from . import generate_job
+from . import generate_job, saved_takes
 from .bake import export
-from .generate_job import GenerateJob
+from .generate_job import Backend, GenerateJob
 from .landmark_points import show_landmarks
 from .preferences import backend_for
-from .properties import settings_from_scene, tuning_properties
+from .properties import RESOLVE_SETTINGS, settings_from_scene, tuning_properties
+from .rig_reader import find_armature
 from .scene_inputs import FaceInputs, InputError, audio_input, face_inputs
 
 NO_START_FRAME = -(2 ** 31)   # the operator's "not given": the strip's or the scene's start
@@ -49,6 +55,8 @@ def _run(operator, context, job: GenerateJob) -> set[str]:
     if bpy.app.background:
         job.run_to_completion()
         generate_job.stop_all()
+        if job.state == "done":   # in the UI the job pushes this step itself, on its last tick
+            bpy.ops.ed.undo_push(message=f"Dimitra {operator.bl_label}")
         return _finished(operator, job)
     return {"FINISHED"}
 
@@ -61,6 +69,48 @@ def _finished(operator, job: GenerateJob) -> set[str]:
         return {"FINISHED"}
     operator.report({"ERROR"} if job.state == "failed" else {"WARNING"}, job.message)
     return {"CANCELLED"}
+
+
+def _job_running() -> bool:
+    job = generate_job.active_job()
+    return job is not None and not job.finished
+
+
+def _refuse(operator_class, reason: str) -> bool:
+    """poll's answer for a button that cannot run: greyed out, `reason` in its tooltip."""
+    operator_class.poll_message_set(reason)
+    return False
+
+
+def generate_blocker(context) -> str | None:
+    """Why Generate cannot run with the panel's face and audio, or None."""
+    settings = context.scene.dimitra
+    active = context.view_layer.objects.active if context.view_layer else None
+    mesh = settings.mesh or (active if active is not None and active.type == "MESH" else None)
+    if mesh is None:
+        return "No face mesh: pick the face mesh in the Dimitra panel, or make it active"
+    if mesh.data.shape_keys is None and settings.armature is None \
+            and find_armature([mesh]) is None:
+        return (f"{mesh.name!r} has no shape keys and no armature with head or jaw bones: "
+                "nothing to animate; pick the face mesh")
+    if settings.audio_source == "STRIP" and not settings.audio_strip:
+        return "No audio: pick a sound strip of the sequencer (or an audio file)"
+    if settings.audio_source == "FILE" and not settings.audio_file:
+        return "No audio: pick an audio file (or a sound strip of the sequencer)"
+    return None
+
+
+def refuse_offline(backend: Backend) -> None:
+    """Blender's online access is off and the backend is on another machine: InputError."""
+    if not backend.address or bpy.app.online_access:
+        return
+    host = urlsplit(backend.address.replace("tcp://", "//", 1)).hostname or ""
+    if host == "localhost" or host == "::1" or host.startswith("127."):
+        return   # this machine: nothing leaves it
+    raise InputError(f"Remote server {backend.address}: Blender's online access is off, and a "
+                     "Remote backend sends the audio over the network. Allow it in "
+                     "Preferences > System > Network > Allow Online Access (or start Blender "
+                     "with --online-mode), or use a backend on this machine")
 
 
 class _WatchesEsc:
@@ -103,6 +153,16 @@ class DIMITRA_OT_generate(_WatchesEsc, bpy.types.Operator):
         **tuning_properties(),
     }
 
+    @classmethod
+    def poll(cls, context):
+        if _job_running():
+            return _refuse(cls, "A Dimitra job is running: wait for it or cancel it (Esc)")
+        if context.area is not None and context.area.type == "VIEW_3D":
+            reason = generate_blocker(context)
+            if reason is not None:
+                return _refuse(cls, reason)
+        return True
+
     def settings(self, context):
         settings = settings_from_scene(context.scene)
         given = {f.name for f in fields(settings) if self.properties.is_property_set(f.name)}
@@ -123,6 +183,7 @@ class DIMITRA_OT_generate(_WatchesEsc, bpy.types.Operator):
             audio = audio_input(settings, context.scene)
             backend = backend_for(settings.server, settings.server_key, settings.client_key,
                                   context)
+            refuse_offline(backend)
         except InputError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -136,16 +197,19 @@ class DIMITRA_OT_resolve(_WatchesEsc, bpy.types.Operator):
     __annotations__ = {
         "action": StringProperty(name="Action", description="A Dimitra Action (default: the "
                                  "active object's)"),
-        "strength": tuning_properties()["strength"],
-        "smoothing": tuning_properties()["smoothing"],
+        **{name: tuning_properties()[name] for name in RESOLVE_SETTINGS},
     }
+
+    @classmethod
+    def poll(cls, context):
+        return _take_poll(cls, context)
 
     def execute(self, context):
         try:
             action, result = dimitra_result(context, self.action)
             settings = replace(result.settings)
             scene_settings = context.scene.dimitra
-            for name in ("strength", "smoothing"):
+            for name in RESOLVE_SETTINGS:
                 given = self.properties.is_property_set(name)
                 setattr(settings, name, getattr(self if given else scene_settings, name))
             face = cached_face(result)
@@ -162,6 +226,10 @@ class DIMITRA_OT_cancel(bpy.types.Operator):
     bl_idname = "dimitra.cancel"
     bl_label = "Cancel"
 
+    @classmethod
+    def poll(cls, context):
+        return _job_running() or _refuse(cls, "No Dimitra job is running")
+
     def execute(self, context):
         job = generate_job.active_job()
         if job is not None and not job.finished:
@@ -175,6 +243,10 @@ class DIMITRA_OT_show_landmarks(bpy.types.Operator):
     bl_label = "Show landmarks"
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012 - Blender reads a plain set
     action: StringProperty(name="Action")
+
+    @classmethod
+    def poll(cls, context):
+        return _take_poll(cls, context)
 
     def execute(self, context):
         try:
@@ -194,6 +266,14 @@ class DIMITRA_OT_export_fbx(bpy.types.Operator, ExportHelper):
     filename_ext = ".fbx"
     filter_glob: StringProperty(default="*.fbx", options={"HIDDEN"})
 
+    @classmethod
+    def poll(cls, context):
+        if any(o.type == "ARMATURE" or (o.type == "MESH" and o.data.shape_keys is not None)
+               for o in context.scene.objects):
+            return True
+        return _refuse(cls, "Nothing to export: the scene has no armature and no mesh with "
+                            "shape keys")
+
     def execute(self, context):
         path = Path(bpy.path.abspath(self.filepath))
         if path.suffix.lower() != ".fbx":
@@ -207,22 +287,36 @@ class DIMITRA_OT_export_fbx(bpy.types.Operator, ExportHelper):
         return {"FINISHED"}
 
 
+def _take_poll(operator_class, context) -> bool:
+    """Re-solve and Show landmarks: a take to work on, and no job running."""
+    if _job_running():
+        return _refuse(operator_class, "A Dimitra job is running: wait for it or cancel it")
+    if _take_action(context) is None:
+        return _refuse(operator_class, "No Dimitra take: Generate first (or select the face "
+                                       "Dimitra animated)")
+    return True
+
+
 def dimitra_result(context, action_name: str = ""):
-    """(Action, its cached GeneratedResult) for Re-solve and Show landmarks."""
-    action = bpy.data.actions.get(action_name) if action_name else _active_action(context)
+    """(Action, its GeneratedResult) for Re-solve and Show landmarks: from this session, else
+    read from the file (saved_takes)."""
+    action = bpy.data.actions.get(action_name) if action_name else _take_action(context)
     if action is None:
         if action_name:
             raise InputError(f"Action {action_name!r}: no Action of that name")
         raise InputError("no Dimitra Action: select the face (or armature) Dimitra animated, "
                          "or Generate first")
+    if not action.get("dimitra"):
+        raise InputError(f"Action {action.name!r} was not made by Dimitra; pick a Dimitra "
+                         "Action")
     result = generate_job.RESULTS.get(action.name)
     if result is None:
-        raise InputError(f"Action {action.name!r}: its landmarks are not cached in this "
-                         "Blender session (only Generate keeps them); Generate again")
+        result = generate_job.RESULTS[action.name] = saved_takes.load(action)
     return action, result
 
 
-def _active_action(context):
+def _take_action(context):
+    """The Dimitra Action the active object plays, else the newest take in the file."""
     obj = context.view_layer.objects.active if context.view_layer else None
     owners = []
     if obj is not None:
@@ -231,10 +325,12 @@ def _active_action(context):
             owners.insert(0, obj.data.shape_keys)
     for owner in owners:
         anim = owner.animation_data
-        if anim is not None and anim.action is not None and anim.action.get("dimitra"):
+        if anim is not None and anim.action is not None and saved_takes.has_take(anim.action):
             return anim.action
-    names = [n for n in generate_job.RESULTS if n in bpy.data.actions]
-    return bpy.data.actions[names[-1]] if names else None
+    in_session = [n for n in generate_job.RESULTS if n in bpy.data.actions]
+    if in_session:
+        return bpy.data.actions[in_session[-1]]
+    return next((a for a in reversed(bpy.data.actions) if saved_takes.has_take(a)), None)
 
 
 def cached_face(result) -> FaceInputs:
@@ -253,3 +349,16 @@ def cached_face(result) -> FaceInputs:
 
 CLASSES = (DIMITRA_OT_generate, DIMITRA_OT_resolve, DIMITRA_OT_cancel,
            DIMITRA_OT_show_landmarks, DIMITRA_OT_export_fbx)
+
+
+def export_menu_entry(self, context):
+    """File > Export > Dimitra FBX."""
+    self.layout.operator(DIMITRA_OT_export_fbx.bl_idname, text="Dimitra FBX (.fbx)")
+
+
+def register_menus() -> None:
+    bpy.types.TOPBAR_MT_file_export.append(export_menu_entry)
+
+
+def unregister_menus() -> None:
+    bpy.types.TOPBAR_MT_file_export.remove(export_menu_entry)

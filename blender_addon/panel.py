@@ -3,6 +3,7 @@
 import bpy
 
 from . import generate_job, preferences
+from .properties import PANEL_OPTIONS, STRENGTH_REGIONS
 
 
 class DIMITRA_PT_generate(bpy.types.Panel):
@@ -42,12 +43,24 @@ class DIMITRA_PT_generate(bpy.types.Panel):
         if prefs is not None:
             column = layout.column(heading="Backend")
             column.prop(prefs, "backend", expand=True)
-            column.prop(prefs, "python" if prefs.backend == "LOCAL" else "address")
+            if prefs.backend == "LOCAL":
+                column.prop(prefs, "python")
+            elif prefs.backend == "REMOTE":
+                column.prop(prefs, "address")
+                if not bpy.app.online_access:
+                    column.label(text="Online access is off: Preferences > System > Network",
+                                 icon="ERROR")
 
         column = layout.column(heading="Motion")
-        for name in ("expressiveness", "head_motion", "blink", "smoothing", "strength", "seed"):
+        for name in PANEL_OPTIONS:
             column.prop(settings, name)
         column.prop(settings, "keys")
+
+        column = layout.column(heading="Strength")   # Re-solve changes these
+        column.prop(settings, "strength")
+        for name in STRENGTH_REGIONS:
+            column.prop(settings, name)
+        column.prop(settings, "smoothing")
 
         job = generate_job.active_job()
         wm = context.window_manager

@@ -2,6 +2,9 @@
 
 The generation and solve settings are declared once (`tuning_properties`) and given both to
 the scene's settings and to the `dimitra.generate` operator, so a script can pass any of them.
+The generation options come from the protocol's option table (backend/protocol/options.py:
+range, default and help defined there once); the per-region strengths are those of
+`dimitra bake` (--mouth, --eyes, --gaze, --brows, --head).
 """
 
 import bpy
@@ -14,23 +17,52 @@ from bpy.props import (
     StringProperty,
 )
 
+from ..backend.protocol.options import BY_NAME, Option
+from ..retarget.key_names import REGIONS
 from .scene_inputs import GenerateSettings
+
+# The rows of the option table the panel offers (what GenerateSettings sends to `animate`).
+PANEL_OPTIONS = ("expressiveness", "head_motion", "blink", "seed")
+# Re-solve changes these without the backend; each face region also scales by `strength`.
+STRENGTH_REGIONS = (*REGIONS, "head")
+RESOLVE_SETTINGS = ("strength", *STRENGTH_REGIONS, "smoothing")
+
+
+def option_property(option: Option):
+    """A Blender property for one row of the option table: its default, range and help."""
+    label = option.name.replace("_", " ").capitalize()
+    description = option.help[:1].upper() + option.help[1:]
+    if option.type is bool:
+        if option.default:   # the table's help describes the CLI's --no-NAME flag
+            description = f"Off: {option.help}"
+        return BoolProperty(name=label, default=option.default, description=description)
+    bounds = {bound: value for bound, value in (("min", option.low), ("max", option.high))
+              if value is not None}
+    if option.type is int:
+        return IntProperty(name=label, default=option.default, description=description,
+                           **{k: int(v) for k, v in bounds.items()})
+    return FloatProperty(name=label, default=option.default, description=description, **bounds)
+
+
+def strength_property(region: str):
+    if region == "head":
+        description = ("Scales the head and neck bones' rotation (Re-solve changes it; Head "
+                       "motion changes the generated motion itself)")
+    else:
+        description = (f"Strength of the {region} (their shape keys and bones), times "
+                       "Strength (Re-solve changes it)")
+    return FloatProperty(name=region.capitalize(), default=1.0, min=0.0, soft_max=3.0,
+                         description=description)
 
 
 def tuning_properties() -> dict:
     return {
-        "expressiveness": FloatProperty(
-            name="Expressiveness", default=1.5, min=0.0, max=5.0,
-            description="How strongly the motion follows the speech (guidance; 1 = none)"),
-        "head_motion": FloatProperty(name="Head motion", default=1.0, min=0.0, max=5.0,
-                                     description="Scales the head's rotation and movement"),
-        "blink": BoolProperty(name="Blinks", default=True, description="Generate blinks"),
-        "seed": IntProperty(name="Seed", default=0, min=0,
-                            description="Another seed gives another take of the same line"),
+        **{name: option_property(BY_NAME[name]) for name in PANEL_OPTIONS},
         "strength": FloatProperty(
             name="Strength", default=1.0, min=0.0, max=3.0,
             description="Scales the face's shape keys, jaw and eyes (Re-solve changes it "
                         "without calling the backend)"),
+        **{region: strength_property(region) for region in STRENGTH_REGIONS},
         "smoothing": FloatProperty(
             name="Smoothing", default=0.03, min=0.0, max=0.5, unit="TIME_ABSOLUTE",
             description="Seconds of smoothing over time (Re-solve changes it)"),

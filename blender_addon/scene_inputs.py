@@ -9,6 +9,7 @@ from pathlib import Path
 
 import bpy
 
+from ..retarget.key_names import REGIONS
 from ..retarget.rig import RigDescription, RigError
 from . import blender_api
 from .rig_reader import find_armature, read_rig
@@ -34,8 +35,19 @@ class GenerateSettings:
     blink: bool = True
     seed: int = 0
     strength: float = 1.0          # scales the face's shape keys, jaw and eyes (re-solvable)
+    mouth: float = 1.0             # per-region strengths, as `dimitra bake --mouth` ...: each
+    eyes: float = 1.0              # face region times `strength`; head: the head and neck
+    gaze: float = 1.0              # bones (all re-solvable)
+    brows: float = 1.0
+    head: float = 1.0
     smoothing: float = 0.03        # seconds (Gaussian sigma) (re-solvable)
     keys: str = "auto"             # key set: auto, arkit, visemes, all (retarget.solve.KEY_SETS)
+
+    def solve_strengths(self) -> dict[str, float]:
+        """retarget.solve.SolveOptions.strength: each face region times `strength`; the head."""
+        face = {region: float(self.strength) * float(getattr(self, region))
+                for region in REGIONS}
+        return {**face, "head": float(self.head)}
 
     def generation_options(self) -> dict:
         """The `animate` options of docs/PROTOCOL.md."""
