@@ -54,8 +54,9 @@ EFFECT_REGIONS = {
 # Facing inner-lip points (upper, lower), corner to corner: their gap is the mouth opening.
 LIP_PAIRS = tuple((topology.LIPS_INNER[19 - i], topology.LIPS_INNER[1 + i]) for i in range(9))
 # How much each pair's opening counts against the points' positions (lips_inner: 8 each).
-# Chosen on the sample rig and generated and tracked motion: 300 keeps 0.82-0.87 of the
-# opening's amplitude (0.55-0.66 without), the lips' positions fit 1.5x worse.
+# Chosen on the sample rig and a two-set rig with generated and tracked (train/dev) speech:
+# 300 keeps 0.81-0.91 of the opening's amplitude (0.44-0.51 without); the lips' absolute
+# positions fit about 2x worse (mean 0.015-0.04 of the eye-corner distance), 1000 gains little.
 OPENING_WEIGHT = 300.0
 KEY_SETS = ("auto", "arkit", "visemes", "all")
 EYEBALL_RADIUS = 0.4   # of the eye's corner-to-corner width (about 12 of 30 mm)
