@@ -10,7 +10,11 @@ Then, vectorised over all frames:
 - shape-key weights: bounded least squares of every key's measured effect at the landmarks'
   points against the displacements, weighted by region (lips first); an L1 term (a short
   ADMM run) picks the keys each frame uses, so keys that do not help stay at zero, and the
-  chosen keys are then solved exactly within their slider ranges (a batched active-set step);
+  chosen keys are then solved exactly within their slider ranges (a batched active-set step)
+  that also fits the inner lips' opening itself (the upper-minus-lower offset of facing lip
+  points, weighted heavily: where a rig's keys cannot follow every point, a fit of positions
+  alone split the error between the lips and the mouth opened half as wide; the opening is
+  what a viewer sees); `keys` keeps one key set on rigs that carry two (ARKit and visemes);
 - head pose drives the neck and head bones (split between them); iris points drive the eyes.
 Motion is smoothed in time (a Gaussian of `smoothing` seconds) before it is solved.
 """
