@@ -52,12 +52,17 @@ def addon():
     from dimitra import blender_addon
     from dimitra.blender_addon import generate_job
 
+    from dimitra.blender_addon import operators, saved_takes
+
     blender_addon.register()
     yield blender_addon
     generate_job.stop_all()
     blender_addon.unregister()
     assert generate_job.active_job() is None
     assert not hasattr(bpy.types.Scene, "dimitra")
+    assert operators.export_menu_entry not in \
+        bpy.types.TOPBAR_MT_file_export._dyn_ui_initialize()      # File > Export cleaned up
+    assert saved_takes.store_before_saving not in bpy.app.handlers.save_pre
 
 
 @pytest.fixture(scope="session")
