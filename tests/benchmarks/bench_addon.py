@@ -4,13 +4,43 @@ written with a warm backend, and the longest main-thread tick.
 bpy runs in a child process (`--child`), apart from the torch benchmarks; the job is ticked
 as Blender's timer would tick it. The backend is warmed by one job first; the reference render
 is cached per rig, so the timed runs measure what an artist sees on the second Generate.
+
+`builtin_backend` (issue 16 target: Generate -> keys for 60 s under 2 s after the first run):
+the Linux extension zip installed into a fresh bpy user folder, Generate with the default
+preferences (the built-in backend, started by the first Generate) through the operator.
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+_BUILTIN_INSTALL = """
+import sys, bpy
+bpy.ops.extensions.package_install_files(filepath=sys.argv[1], repo="user_default",
+                                         enable_on_install=True)
+bpy.ops.wm.save_userpref()
+"""
+
+_BUILTIN_CHILD = """
+import json, sys, time, bpy, addon_utils
+blend, audio, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+addon_utils.enable("bl_ext.user_default.dimitra", default_set=True)
+timings = []
+for _ in range(runs + 1):
+    bpy.ops.wm.open_mainfile(filepath=blend, load_ui=False)
+    bpy.context.view_layer.objects.active = bpy.data.objects["sample_face"]
+    started = time.perf_counter()
+    assert bpy.ops.dimitra.generate(audio_file=audio) == {"FINISHED"}
+    timings.append(time.perf_counter() - started)
+addon_utils.disable("bl_ext.user_default.dimitra")
+print(json.dumps({"first_generate_s": timings[0], "timings": timings[1:],
+                  "bpy": ".".join(map(str, bpy.app.version))}))
+"""
 
 
 def child(runs: int, seconds: float) -> dict:
@@ -65,13 +95,53 @@ def child(runs: int, seconds: float) -> dict:
             "bpy": ".".join(map(str, bpy.app.version))}
 
 
+def builtin_backend(runs: int = 3, seconds: float = 60.0) -> dict:
+    """Generate -> keys with the installed extension's default (built-in) backend."""
+    import build_addon
+    from tests.addon.conftest import make_speech
+    from tests.service.server_process import REPO
+
+    work = REPO / ".bench_cache"
+    work.mkdir(exist_ok=True)
+    audio = make_speech(work / "speech_60s.wav", seconds, 0.0)
+    with tempfile.TemporaryDirectory(prefix="dimitra-bench-builtin-") as folder:
+        home = Path(folder)
+        (extension,) = build_addon.build(["linux-x64"], home / "dist")
+        zip_mb = round(extension.stat().st_size / 1e6, 1)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update({"BLENDER_USER_RESOURCES": str(home / "blender"),
+                    "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")})
+        blend = home / "sample_face.blend"
+        subprocess.run([sys.executable, "-m", "dimitra.blender_addon.sample_rig", "--out",
+                        str(blend)], check=True, capture_output=True, cwd=REPO)
+        for script, arguments in ((_BUILTIN_INSTALL, [extension]),
+                                  (_BUILTIN_CHILD, [blend, audio, runs])):
+            done = subprocess.run([sys.executable, "-c", script, *map(str, arguments)], env=env,
+                                  cwd=home, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"bench_addon (built-in) failed:\n{done.stdout[-2000:]}"
+                                   f"{done.stderr[-2000:]}")
+    measured = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    result = {"audio_s": seconds, "zip_mb": zip_mb,
+              "first_generate_s": round(measured["first_generate_s"], 2),
+              "generate_to_keys_s_median": round(statistics.median(measured["timings"]), 2),
+              "generate_to_keys_s": [round(t, 2) for t in measured["timings"]],
+              "bpy": measured["bpy"]}
+    print(f"built-in backend, {seconds:.0f} s of speech: first Generate {result['first_generate_s']} s"
+          f" (starts the worker), then {result['generate_to_keys_s']} s (median "
+          f"{result['generate_to_keys_s_median']} s)")
+    return result
+
+
 def main(runs: int = 3, seconds: float = 60.0) -> dict:
     done = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_addon", "--child",
                            str(runs), str(seconds)], capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"bench_addon failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return json.loads(lines[-1])
+    results = json.loads(lines[-1])
+    results["builtin"] = builtin_backend(runs, seconds)
+    return results
 
 
 if __name__ == "__main__":
