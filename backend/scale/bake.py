@@ -39,14 +39,15 @@ class BakeWorker:
                 "load_seconds": round(self.load_seconds, 3)}
 
     def bake_line(self, line: ManifestLine) -> dict:
-        return self.baker.bake_line(line)
+        return {**self.baker.bake_line(line), "worker": f"{socket.gethostname()}:{os.getpid()}"}
 
 
 @dataclass
 class RayBakeRun:
     reports: list[dict]                 # one per manifest line, in its order
     workers: list[dict] = field(default_factory=list)   # describe() of each worker started
-    seconds: float = 0.0                # from joining Ray to the last line
+    seconds: dict = field(default_factory=dict)   # wall time: joining Ray, starting the
+                                                  # workers, baking the lines
 
 
 def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", workers: int = 0,
@@ -64,8 +65,9 @@ def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", worker
         remove_partial_files(line.out)   # left by a worker killed mid-write in an earlier run
     ray = import_ray()
     wanted = min(workers or os.cpu_count() or 1, len(todo))
-    started = time.perf_counter()
+    joining = time.perf_counter()
     with connect(where, local_cpus=wanted) as cluster:
+        starting = time.perf_counter()
         if cluster.cpus < 1:
             raise ClusterError(f"--ray {cluster.address}: the cluster offers no CPU to run on")
         count = min(workers or cluster.cpus, cluster.cpus, len(todo))
@@ -73,6 +75,7 @@ def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", worker
             print(f"dimitra bake: the cluster has {cluster.cpus} CPUs; {count} workers, not "
                   f"{workers}", file=sys.stderr)
         pool = _Pool(ray, worker_class, settings, count)
+        baking = time.perf_counter()
         bar = BatchProgress(len(lines), len(skipped), "line", "bake", progress)
         done: dict[int, dict] = dict(skipped)
         try:
@@ -84,8 +87,9 @@ def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", worker
         finally:
             bar.close()
             pool.stop()
-        return RayBakeRun([done[line.number] for line in lines], pool.described,
-                          time.perf_counter() - started)
+        seconds = {"ray": starting - joining, "workers": baking - starting,
+                   "lines": time.perf_counter() - baking}
+        return RayBakeRun([done[line.number] for line in lines], pool.described, seconds)
 
 
 def check_lines(lines: list[ManifestLine]) -> None:

@@ -39,7 +39,7 @@ from dimitra.blender_addon.bake import BakeSettings
 from dimitra.blender_addon.manifest import read_manifest
 manifest, rig, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 run = bake_on_ray(read_manifest(manifest, rig), BakeSettings(), "local", workers, progress=False)
-print(json.dumps({"wall": time.perf_counter() - started, "run_seconds": run.seconds,
+print(json.dumps({"wall": time.perf_counter() - started, "stages": run.seconds,
                   "workers": run.workers, "reports": run.reports}))
 """
 
@@ -77,9 +77,10 @@ def one_process(rig: Path, manifest: Path, folder: Path) -> dict:
     wall, reports = result["wall"], result["reports"]
     assert all(r["status"] == "ok" for r in reports), reports
     seconds = [r["seconds"] for r in reports]
+    median = statistics.median(seconds)
     return {"wall_s": round(wall, 1), "lines_per_min": round(60 * LINES / wall, 1),
-            "median_line_s": round(statistics.median(seconds[1:]), 3),
-            "first_line_s": round(seconds[0], 2)}
+            "start_up_s": round(wall - sum(seconds) + seconds[0] - median, 2),
+            "median_line_s": round(median, 3)}
 
 
 def on_ray(rig: Path, manifest: Path, folder: Path, workers: int) -> dict:
@@ -90,15 +91,23 @@ def on_ray(rig: Path, manifest: Path, folder: Path, workers: int) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     reports = result["reports"]
     assert all(r["status"] == "ok" for r in reports), reports
-    seconds = sorted(r["seconds"] for r in reports)
-    loads = [w["load_seconds"] for w in result["workers"]]
-    # After the load, each worker is busy baking or waiting on Ray: the difference per line.
-    busy = result["run_seconds"] - statistics.mean(loads)
-    overhead = (busy * workers - sum(seconds)) / LINES
+    seconds = [r["seconds"] for r in reports]
+    median = statistics.median(seconds)
+    stages = result["stages"]
+    # A worker's first line also renders the rig and fits the correspondence, and runs the
+    # model's first inference: counted with its start as the cost paid once per worker.
+    first_extra = [next(r["seconds"] for r in reports if r["worker"] == worker) - median
+                   for worker in {r["worker"] for r in reports}]
+    # Once started, each worker is busy baking or waiting on Ray: the difference per line.
+    overhead = (stages["lines"] * workers - sum(seconds)) / LINES
     return {"wall_s": round(result["wall"], 1),
             "lines_per_min": round(60 * LINES / result["wall"], 1),
-            "model_load_s_per_worker": round(statistics.median(loads), 2),
-            "median_line_s": round(statistics.median(seconds), 3),
+            "lines_per_min_once_started": round(60 * LINES / stages["lines"], 1),
+            "ray_start_s": round(stages["ray"], 2),
+            "worker_start_up_s": round(statistics.median(
+                [w["load_seconds"] for w in result["workers"]])
+                + statistics.median(first_extra), 2),
+            "median_line_s": round(median, 3),
             "ray_overhead_per_line_s": round(overhead, 3)}
 
 
