@@ -56,9 +56,17 @@ def _run(operator, context, job: GenerateJob) -> set[str]:
         job.run_to_completion()
         generate_job.stop_all()
         if job.state == "done":   # in the UI the job pushes this step itself, on its last tick
-            bpy.ops.ed.undo_push(message=f"Dimitra {operator.bl_label}")
+            _undo_step(f"Dimitra {operator.bl_label}")
         return _finished(operator, job)
     return {"FINISHED"}
+
+
+def _undo_step(message: str) -> None:
+    """One undo step for a finished job, so Ctrl+Z (ed.undo) takes the whole take back."""
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:   # a Blender started without an undo stack: nothing to undo into
+        pass
 
 
 def _finished(operator, job: GenerateJob) -> set[str]:
@@ -102,9 +110,10 @@ def generate_blocker(context) -> str | None:
 
 def refuse_offline(backend: Backend) -> None:
     """Blender's online access is off and the backend is on another machine: InputError."""
-    if not backend.address or bpy.app.online_access:
-        return
-    host = urlsplit(backend.address.replace("tcp://", "//", 1)).hostname or ""
+    scheme, _, rest = backend.address.partition("://")
+    if scheme != "tcp" or bpy.app.online_access:
+        return   # no address (a backend this add-on starts), or ipc: this machine
+    host = urlsplit("//" + rest).hostname or ""
     if host == "localhost" or host == "::1" or host.startswith("127."):
         return   # this machine: nothing leaves it
     raise InputError(f"Remote server {backend.address}: Blender's online access is off, and a "

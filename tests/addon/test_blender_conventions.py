@@ -112,6 +112,23 @@ def test_remote_server_is_refused_while_online_access_is_off(rig, speech_file):
     assert scene_state() == before
 
 
+@pytest.mark.parametrize(("address", "network"), [
+    ("tcp://gpu-box:5555", True), ("tcp://10.0.0.7:5555", True),
+    ("tcp://127.0.0.1:5599", False), ("tcp://localhost:5555", False),
+    ("tcp://[::1]:5555", False), ("ipc:///tmp/dimitra.sock", False)])
+def test_only_addresses_off_this_machine_need_online_access(addon, address, network):
+    from dimitra.blender_addon.generate_job import Backend
+    from dimitra.blender_addon.operators import refuse_offline
+    from dimitra.blender_addon.scene_inputs import InputError
+
+    if network:
+        with pytest.raises(InputError, match="online access is off"):
+            refuse_offline(Backend(address=address))
+    else:
+        refuse_offline(Backend(address=address))
+    refuse_offline(Backend(builtin=True))            # started by the add-on, on this machine
+
+
 def test_generate_is_one_undo_step(rig, server, speech_file):
     import bpy
 
