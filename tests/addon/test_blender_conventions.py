@@ -188,6 +188,22 @@ def test_resolve_after_the_file_is_saved_and_reopened(rig, server, speech_file, 
     np.testing.assert_allclose(np.abs(head_w), 1.0, atol=1e-4)
     assert bpy.ops.dimitra.show_landmarks() == {"FINISHED"}
 
+    # Reopened again, the face edited before Re-solve: the stored correspondence no longer
+    # fits that surface; nothing changes.
+    import bmesh
+
+    bpy.ops.wm.open_mainfile(filepath=str(saved), load_ui=False)
+    face = bpy.data.objects["sample_face"]
+    edit = bmesh.new()
+    edit.from_mesh(face.data)
+    edit.verts.new((0.0, 0.0, 0.0))
+    edit.to_mesh(face.data)
+    edit.free()
+    before = scene_state()
+    with pytest.raises(RuntimeError, match="correspondence was made for a face surface of"):
+        bpy.ops.dimitra.resolve(mouth=0.7)
+    assert scene_state() == before
+
 
 def test_an_action_without_its_take_greys_out_resolve(rig):
     import bpy
