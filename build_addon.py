@@ -65,6 +65,8 @@ RUNTIME_WHEELS = ("onnxruntime==1.32.0", "ctranslate2==4.8.5", "av==18.1.0", "pi
                   "kiwisolver==1.5.1", "fonttools==4.69.1", "protobuf==4.25.9",
                   "cycler==0.12.1", "python-dateutil==4.0.0", "six==1.17.0", "packaging==26.4",
                   "pyparsing==3.3.3", "attrs==26.1.0")
+# Where a platform's wheels stop at an older release (onnxruntime left Intel Macs after 1.23).
+RUNTIME_OVERRIDES = {"macos-x64": {"onnxruntime": "1.23.2"}}
 # Blender's Python versions: (pip --python-version, wheel python-abi tag).
 PYTHON_TAGS = (("3.11", "cp311-cp311"), ("3.12", "cp312-abi3"))
 # Platform -> (pip --platform tags to ask for, wheel-name test).
@@ -72,10 +74,14 @@ PLATFORMS = {
     "linux-x64": (("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
                   lambda name: "manylinux" in name and name.endswith("x86_64.whl")),
     "windows-x64": (("win_amd64",), lambda name: name.endswith("win_amd64.whl")),
-    "macos-arm64": (("macosx_11_0_arm64", "macosx_10_15_universal2"),
+    # macOS wheels name the oldest release they run on; onnxruntime's recent ones need 13+.
+    "macos-arm64": (("macosx_11_0_arm64", "macosx_12_0_arm64", "macosx_13_0_arm64",
+                     "macosx_14_0_arm64", "macosx_10_15_universal2", "macosx_11_0_universal2"),
                     lambda name: "macosx" in name and name.endswith(("arm64.whl",
                                                                       "universal2.whl"))),
-    "macos-x64": (("macosx_10_15_x86_64", "macosx_10_15_universal2"),
+    "macos-x64": (("macosx_10_15_x86_64", "macosx_11_0_x86_64", "macosx_12_0_x86_64",
+                   "macosx_13_0_x86_64", "macosx_14_0_x86_64", "macosx_10_15_universal2",
+                   "macosx_11_0_universal2"),
                   lambda name: "macosx" in name and name.endswith(("x86_64.whl",
                                                                     "universal2.whl"))),
 }
@@ -181,6 +187,7 @@ def runtime_wheels(platform: str, folder: Path) -> list[Path]:
     pip_platforms, fits = PLATFORMS[platform]
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {_normalise(r.split("==")[0]): r.split("==")[1] for r in RUNTIME_WHEELS}
+    wanted.update({_normalise(n): v for n, v in RUNTIME_OVERRIDES.get(platform, {}).items()})
 
     def present() -> dict[str, Path]:
         have = {}
