@@ -109,6 +109,9 @@ def _train(args) -> int:
     if args.command == "train-bilabials":
         from .training.bilabials import main as train_main
         from .training.bilabials import parse_args
+    elif args.command == "fit-lips":
+        from .training.fit_lips import main as train_main
+        from .training.fit_lips import parse_args
     else:
         from .training.train import main as train_main
         from .training.train import parse_args
@@ -503,6 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train-bilabials", add_help=False,
         help="train the detector that finds p, b, m in the speech features")
     train_bilabials.set_defaults(run=_train)
+    fit_lips = commands.add_parser(
+        "fit-lips", add_help=False,
+        help="fit the lips head (the lower face read from the speech features) into a model")
+    fit_lips.set_defaults(run=_train)
     return parser
 
 
@@ -512,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv[:end]
     argv = [a for a in argv[:end] if a != "--debug"] + argv[end:]  # after the command too
     args, rest = build_parser().parse_known_args(argv)
-    if args.command in ("train", "train-bilabials"):
+    if args.command in ("train", "train-bilabials", "fit-lips"):
         args.train_args = rest  # the training script owns its options (`dimitra train -h`)
     elif rest:
         build_parser().error(f"unrecognized arguments: {' '.join(rest)}")

@@ -46,17 +46,40 @@ class Animator:
         self.bundle = load_bundle(model_path, device, network=False)
         self.generator = MotionGenerator(self.bundle, device, runtime)
         self.device, self.runtime = device, self.generator.runtime
-        self.extractor = get_extractor(self.bundle.feature_extractor)
+        head = self.bundle.lips_head
+        # One extractor per encoder: the network's and the lips head's names may share parts
+        # ("whisper-tiny-en" and "whisper-tiny-en+whisper-base"), each part runs once per line.
+        names = self.bundle.feature_extractor.split("+") + (head.features.split("+") if head else [])
+        self.extractors = {name: get_extractor(name) for name in dict.fromkeys(names)}
+        self.extractor = self.extractors[names[0]] if "+" not in self.bundle.feature_extractor \
+            else get_extractor(self.bundle.feature_extractor)
+        self._encoded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+
+    def _features(self, audio_16k: np.ndarray, name: str) -> np.ndarray:
+        """(T, F) at 25 fps of `name` ("a+b" concatenated), each part encoded once per audio."""
+        if self._encoded is None or self._encoded[0] is not audio_16k:
+            self._encoded = (audio_16k, {})     # holds the audio, so `is` cannot be fooled
+        parts = self._encoded[1]
+        for part in name.split("+"):
+            if part not in parts:
+                parts[part] = self.extractors[part].extract(audio_16k, 25.0)
+        return np.concatenate([parts[part] for part in name.split("+")], axis=1)
 
     def speech_features(self, audio_16k: np.ndarray) -> np.ndarray:
-        """(N,) 16 kHz -> (T, F) at 25 fps."""
-        return self.extractor.extract(audio_16k, 25.0)
+        """(N,) 16 kHz -> (T, F) at 25 fps: the network's features."""
+        return self._features(audio_16k, self.bundle.feature_extractor)
+
+    def lip_features(self, audio_16k: np.ndarray) -> np.ndarray | None:
+        """(N,) 16 kHz -> (T, F_l) at 25 fps: the lips head's features (None without a head)."""
+        head = self.bundle.lips_head
+        return None if head is None else self._features(audio_16k, head.features)
 
     def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
         features = self.speech_features(audio_16k)
         return audio_conditioning(features, audio_16k, options, self.bundle.feature_extractor,
-                                  self.language(audio_16k, options)["code"])
+                                  self.language(audio_16k, options)["code"],
+                                  self.lip_features(audio_16k))
 
     def language(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """{"code": ISO code or None (unknown), "probability": float or None, "detected": bool}:
@@ -64,8 +87,9 @@ class Animator:
         after speech_features on the same audio it costs ~0.03 s)."""
         if options.language != "auto":
             return {"code": options.language, "probability": None, "detected": False}
-        detect = getattr(self.extractor, "detect_language", None)
-        found = detect(audio_16k) if detect is not None else None
+        detectors = [e.detect_language for e in self.extractors.values()
+                     if hasattr(e, "detect_language")]   # a multilingual encoder, if any
+        found = detectors[0](audio_16k) if detectors else None
         if found is None:
             return {"code": None, "probability": None, "detected": False}
         return {"code": found[0], "probability": round(found[1], 3), "detected": True}
@@ -90,7 +114,8 @@ class Animator:
         features = self.speech_features(audio)
         language = self.language(audio, request.options)   # reuses the features' encoding
         conditioning = audio_conditioning(features, audio, request.options,
-                                          self.bundle.feature_extractor, language["code"])
+                                          self.bundle.feature_extractor, language["code"],
+                                          self.lip_features(audio))
         feature_seconds = time.perf_counter() - started
         report("sampling", 0.3)
         motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,

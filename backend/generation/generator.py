@@ -94,24 +94,24 @@ class MotionGenerator:
     def generate(self, features: np.ndarray, neutral: np.ndarray,
                  options: GenerationOptions | None = None, bilabials: np.ndarray | None = None,
                  silence: np.ndarray | None = None,
-                 progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 progress: Callable[[float], None] | None = None,
+                 lip_features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """features (T, F) at 25 fps, neutral (478, 3) canonical -> canonical (T, 478, 3), pose (T, 6).
 
         pose is relative to frame 0 (radians, inter-ocular units). bilabials (T,) in [0, 1]
         marks frames where the lips must meet (backend.features.bilabials); silence (T,) bool
         marks frames without sound, where the face comes to rest. progress(fraction) is
         called after every window (the service reports it, and cancels jobs by raising there).
+        lip_features (T, F_l): the features of the model's lips head (bundle.lips_head), which
+        then makes the lower face instead of the network's draw.
         """
         options = options or GenerationOptions()
         options.validate()
         frames = len(features)
-        if options.audio_delay:
-            # Motion at frame t is driven by the audio of frame t - delay.
-            shift = min(abs(options.audio_delay), frames)
-            if options.audio_delay > 0:
-                features = np.concatenate([np.repeat(features[:1], shift, 0), features[:frames - shift]])
-            else:
-                features = np.concatenate([features[shift:], np.repeat(features[-1:], shift, 0)])
+        features = _delayed(features, options.audio_delay)
+        head = self.bundle.lips_head if lip_features is not None else None
+        if head is not None and len(lip_features) != frames:
+            raise ValueError(f"lip_features has {len(lip_features)} frames, the features {frames}")
         space, config = self.space, self.config
         window, context = config.window, config.context
         std = space.motion_std.astype(np.float32)
@@ -147,6 +147,12 @@ class MotionGenerator:
                 progress(start / frames)
         raw = motion
         parts = space.region_slices()
+        if head is not None:
+            lower = np.zeros((frames, space.motion_dim), np.float32)
+            lower[:, parts["lower"]] = head.predict(_delayed(lip_features, options.audio_delay))
+            if closure is not None:          # the lips still meet on p, b, m
+                lower = closure.apply(lower[None])[0]
+            raw[:, parts["lower"]] = lower[:, parts["lower"]] * std[parts["lower"]]
         if options.lip_sharpen > 0:
             lower = raw[:, parts["lower"]]
             gap = np.linalg.norm(neutral[topology.UPPER_INNER_LIP] - neutral[topology.LOWER_INNER_LIP]
@@ -208,6 +214,18 @@ class MotionGenerator:
             shut = np.minimum(closing, 0.0)
             out -= np.outer(shut / (direction @ direction), direction)
         return out
+
+
+def _delayed(features: np.ndarray, delay: int) -> np.ndarray:
+    """(T, F) -> (T, F) with frame t holding the features of frame t - delay (edges held):
+    motion at frame t is driven by the audio of frame t - delay."""
+    frames = len(features)
+    shift = min(abs(delay), frames)
+    if shift == 0:
+        return features
+    if delay > 0:
+        return np.concatenate([np.repeat(features[:1], shift, 0), features[:frames - shift]])
+    return np.concatenate([features[shift:], np.repeat(features[-1:], shift, 0)])
 
 
 def rest_weights(silence: np.ndarray, min_frames: int = 8, ramp: int = 4) -> np.ndarray:

@@ -15,9 +15,11 @@ CHUNK_FRAMES = 4096
 
 
 def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: GenerationOptions,
-                       feature_names: str = "", language: str | None = None) -> dict:
+                       feature_names: str = "", language: str | None = None,
+                       lip_features: np.ndarray | None = None) -> dict:
     """What the generator takes from the audio, as `generate` keyword arguments: the speech
-    features (T, F), silent frames (T,) bool and, with closure guidance on, bilabials (T,).
+    features (T, F), silent frames (T,) bool, with closure guidance on bilabials (T,), and the
+    lips head's features (T, F_l) when the model has a head.
 
     feature_names is the model's feature extractor. The bilabials come from its last column
     when that is "bilabials"; else, with options.bilabials "auto", from the detector shipped
@@ -48,7 +50,8 @@ def audio_conditioning(features: np.ndarray, audio_16k: np.ndarray, options: Gen
             bilabials = np.zeros(frames, np.float32)
             found = bilabial_frames(audio_16k, MODEL_FPS)[:frames]
             bilabials[:len(found)] = found
-    return {"features": features, "silence": silence, "bilabials": bilabials}
+    return {"features": features, "silence": silence, "bilabials": bilabials,
+            "lip_features": lip_features}
 
 
 def generate_motion(generator: MotionGenerator, conditioning: dict, reference_canonical: np.ndarray,
@@ -72,14 +75,16 @@ def generate_motion(generator: MotionGenerator, conditioning: dict, reference_ca
 
 
 def predict_prepared_clip(generator: MotionGenerator, clip: Motion, features: np.ndarray,
-                          options: GenerationOptions) -> Motion:
+                          options: GenerationOptions, lip_features: np.ndarray | None = None
+                          ) -> Motion:
     """The EVAL.md protocol: generate from a prepared clip's audio and its first frame."""
     # Dataset clips store the head rotation in upright axes; the similarity wants pixel axes.
     first_pose = Similarity(clip.extras["head_scale"][0],
                             PIXEL_FROM_UPRIGHT @ clip.extras["head_rotation"][0],
                             clip.extras["head_translation"][0])
     conditioning = audio_conditioning(features, clip.extras["audio"], options,
-                                      generator.bundle.feature_extractor)
+                                      generator.bundle.feature_extractor,
+                                      lip_features=lip_features)
     return generate_motion(generator, conditioning,
                            clip.extras["canonical"][0], first_pose, options,
                            {"segment_id": clip.meta.get("segment_id", "")})
@@ -98,7 +103,9 @@ def predict_split(model_path, dataset, split: str, out_dir, options: GenerationO
     count = 0
     for _, segment, clip in iter_segments(dataset, split):
         features = load_features(dataset, segment, bundle.feature_extractor)
+        lip_features = (None if bundle.lips_head is None
+                        else load_features(dataset, segment, bundle.lips_head.features))
         save_motion(Path(out_dir) / f"{segment.segment_id}.npz",
-                    predict_prepared_clip(generator, clip, features, options))
+                    predict_prepared_clip(generator, clip, features, options, lip_features))
         count += 1
     return count

@@ -15,6 +15,7 @@ from safetensors import safe_open
 
 from ...retarget.atomic_file import atomic_path
 from .config import CMDTConfig
+from .lips_head import LipsHead
 from .motion_space import MotionSpace
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ class ModelBundle:
     meta: dict = field(default_factory=dict)
     config: CMDTConfig | None = None   # the network's shape (model.config when there is one)
     path: Path | None = None           # the model file it came from
+    lips_head: LipsHead | None = None  # the lower face from the features, when the file has one
 
     def __post_init__(self):
         if self.config is None and self.model is not None:
@@ -72,13 +74,38 @@ def load_bundle(path: str | Path = DEFAULT_MODEL, device: str = "cpu", network: 
             raise ValueError(f"{path}: not a Dimitra model file (no config in its header)")
         space = MotionSpace.from_arrays({k: np.asarray(handle.get_tensor(k)) for k in handle.keys()
                                          if k.startswith("motion_space.")})
+        lips_head = None
+        if "lips_head" in header:
+            lips_head = LipsHead.from_arrays({k: np.asarray(handle.get_tensor(k))
+                                              for k in handle.keys() if k.startswith("lips_head.")},
+                                             json.loads(header["lips_head"]))
     config_dict = json.loads(header["config"])
     config_dict["region_dims"] = tuple(config_dict["region_dims"])
     bundle = ModelBundle(None, space, header["feature_extractor"],
-                         json.loads(header.get("meta", "{}")), CMDTConfig(**config_dict), path)
+                         json.loads(header.get("meta", "{}")), CMDTConfig(**config_dict), path,
+                         lips_head)
     if network:
         bundle.torch_network(device)
     return bundle
+
+
+def save_with_lips_head(model_path: str | Path, head: LipsHead, out: str | Path,
+                        meta: dict | None = None) -> Path:
+    """The model file at `model_path` with `head` added (or replacing its head), as `out`;
+    `meta` entries are merged into the file's metadata. Numpy only: tensors are copied as
+    they are."""
+    from safetensors.numpy import save_file
+
+    with safe_open(str(model_path), framework="numpy") as handle:
+        header = dict(handle.metadata() or {})
+        tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.startswith("lips_head.")}
+    tensors.update(head.to_arrays())
+    header["lips_head"] = json.dumps(head.header())
+    header["meta"] = json.dumps({**json.loads(header.get("meta", "{}")), **(meta or {})})
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+    return out
 
 
 def _load_network(path: Path, config: CMDTConfig) -> "CMDT":

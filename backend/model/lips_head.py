@@ -1,0 +1,124 @@
+"""The lips head: the lower face (lips, jaw, cheeks) read from the speech features by one
+regularised linear map, in place of the diffusion model's lower-face draw.
+
+Why: with minutes of video, the cMDT learns each training clip's voice and timing; on sources
+it has never seen its lips follow the speech less well than a ridge regression from the same
+frozen Whisper features does (docs/MODEL_CARD.md, "The lips head"). The head is deterministic
+(the same line gives the same lips), fitted in closed form in seconds, and numpy-only at
+inference. The cMDT still makes the upper face, blinks and head motion.
+
+The map, per frame t:
+  x_t    the features of frames t + c for c in `context` (edges held), each feature
+         standardised over the line itself (speaker and channel normalised), shrunk toward the
+         training statistics for short lines;
+  lower  (K_l,) whitened lower-face coefficients of the motion space = gain * (x_t @ W) + b.
+Targets are each training segment's coefficients divided by that segment's own motion spread,
+so a speaker who opens wide does not weigh more than one who mumbles; `output_scale` puts the
+typical spread back. `gain` undoes the shrinkage that regularisation (and uncertainty) gives
+a least-squares fit, so the mouth moves about as much as a real one.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Features of these frames around t (25 fps: -240 ms .. +240 ms) feed frame t.
+DEFAULT_CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
+# A line's own feature statistics count as this many frames' worth against the training ones.
+SHRINK_FRAMES = 100
+
+
+@dataclass
+class LipsHead:
+    features: str                  # feature extractor name, e.g. "whisper-tiny-en+whisper-base"
+    context: np.ndarray            # (C,) int frame offsets
+    feature_mean: np.ndarray       # (F,) training mean of the raw features
+    feature_std: np.ndarray        # (F,) training spread of the raw features
+    input_mean: np.ndarray         # (C * F,) of the stacked, line-normalised inputs
+    input_std: np.ndarray          # (C * F,)
+    weights: np.ndarray            # (C * F, K_l)
+    bias: np.ndarray               # (K_l,)
+    output_scale: float            # typical motion spread of a training segment (whitened units)
+    gain: float = 1.0
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """features (T, F) at 25 fps of `self.features` -> (T, K_l) whitened lower-face
+        coefficients of the motion space the head was fitted in."""
+        features = np.asarray(features, dtype=np.float32)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_mean):
+            raise ValueError(f"the lips head takes (T, {len(self.feature_mean)}) "
+                             f"{self.features} features, got {features.shape}")
+        inputs = (self.stacked(features) - self.input_mean) / self.input_std
+        return ((inputs @ self.weights) * self.gain + self.bias) * self.output_scale
+
+    def stacked(self, features: np.ndarray) -> np.ndarray:
+        """(T, F) raw features -> (T, C * F) line-normalised features of the context frames."""
+        normalised = normalise_line(features, self.feature_mean, self.feature_std)
+        frames = np.arange(len(features))
+        rows = [normalised[np.clip(frames + offset, 0, len(features) - 1)]
+                for offset in self.context]
+        return np.concatenate(rows, axis=1).astype(np.float32)
+
+    # -- storage (tensors + one JSON field of the model file) ----------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        names = ("context", "feature_mean", "feature_std", "input_mean", "input_std", "weights",
+                 "bias")
+        return {f"lips_head.{name}": np.ascontiguousarray(getattr(self, name)) for name in names}
+
+    def header(self) -> dict:
+        return {"features": self.features, "output_scale": self.output_scale, "gain": self.gain}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], header: dict) -> "LipsHead":
+        fields = {key.removeprefix("lips_head."): value for key, value in arrays.items()}
+        return cls(features=header["features"], output_scale=float(header["output_scale"]),
+                   gain=float(header["gain"]), **fields)
+
+
+def normalise_line(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                   shrink_frames: int = SHRINK_FRAMES) -> np.ndarray:
+    """(T, F) -> (T, F) standardised by the line's own mean and spread, each pulled toward the
+    training ones (mean, std) as if those were `shrink_frames` frames of the line: a 2 s line
+    is mostly normalised like training, a minute of speech by itself."""
+    frames = len(features)
+    weight = frames / (frames + shrink_frames)
+    line_mean = features.mean(axis=0) if frames else mean
+    line_var = features.var(axis=0) if frames else std ** 2
+    centre = weight * line_mean + (1 - weight) * mean
+    spread = np.sqrt(weight * line_var + (1 - weight) * std ** 2) + 1e-3
+    return ((features - centre) / spread).astype(np.float32)
+
+
+def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
+                  ridge: float = 10.0, gain: float = 2.0,
+                  context: tuple[int, ...] = DEFAULT_CONTEXT) -> LipsHead:
+    """Ridge regression over training segments [(features (T, F), lower (T, K_l) whitened)].
+
+    ridge is relative to the number of frames (lambda = ridge * frames on standardised inputs),
+    so its meaning does not change with the amount of data."""
+    if not segments:
+        raise ValueError("no training segments to fit the lips head on")
+    raw = np.concatenate([f for f, _ in segments]).astype(np.float64)
+    head = LipsHead(features=features, context=np.asarray(context, np.int64),
+                    feature_mean=raw.mean(axis=0).astype(np.float32),
+                    feature_std=(raw.std(axis=0) + 1e-6).astype(np.float32),
+                    input_mean=np.zeros(1, np.float32), input_std=np.ones(1, np.float32),
+                    weights=np.zeros((1, 1), np.float32), bias=np.zeros(1, np.float32),
+                    output_scale=1.0, gain=gain)
+    spreads = [_spread(lower) for _, lower in segments]
+    inputs = np.concatenate([head.stacked(f) for f, _ in segments]).astype(np.float64)
+    targets = np.concatenate([lower / spread for (_, lower), spread in zip(segments, spreads)])
+    mean, std = inputs.mean(axis=0), inputs.std(axis=0) + 1e-6
+    inputs = (inputs - mean) / std
+    target_mean = targets.mean(axis=0)
+    gram = inputs.T @ inputs + ridge * len(inputs) * np.eye(inputs.shape[1])
+    weights = np.linalg.solve(gram, inputs.T @ (targets - target_mean))
+    head.input_mean, head.input_std = mean.astype(np.float32), std.astype(np.float32)
+    head.weights, head.bias = weights.astype(np.float32), target_mean.astype(np.float32)
+    head.output_scale = float(np.mean(spreads))
+    return head
+
+
+def _spread(lower: np.ndarray) -> float:
+    """The size of a segment's lower-face motion: root of the summed per-coefficient variance."""
+    return float(np.sqrt(lower.var(axis=0).sum())) + 1e-6

@@ -1,0 +1,101 @@
+"""The lips head: a ridge map from speech features to the lower face, stored in the model file,
+used by the generator in place of the network's lower-face draw."""
+
+import numpy as np
+import pytest
+
+from dimitra.backend.generation.generator import GenerationOptions, MotionGenerator
+from dimitra.backend.model.checkpoint import DEFAULT_MODEL, load_bundle, save_with_lips_head
+from dimitra.backend.model.lips_head import fit_lips_head
+from dimitra.retarget.face.measures import inner_lip_gap
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model yet")
+
+
+def speech_like(frames: int, dims: int, rng) -> np.ndarray:
+    """(T, F) features that vary slowly, as speech features do at 25 fps."""
+    noise = rng.normal(size=(frames + 8, dims))
+    return np.stack([np.convolve(noise[:, i], np.ones(5) / 5, "valid")[:frames]
+                     for i in range(dims)], 1).astype(np.float32)
+
+
+def synthetic_segments(lower_dims: int, seed: int = 0, count: int = 12):
+    """Segments whose lower face is a fixed linear function of the features two frames ahead
+    (a speaker's lips lead the sound), each segment with its own loudness and offset."""
+    mix = np.random.default_rng(100).normal(size=(16, lower_dims))     # the same "face"
+    rng = np.random.default_rng(seed)
+    segments = []
+    for _ in range(count):
+        features = speech_like(200, 16, rng)
+        lower = np.roll(features, -2, axis=0) @ mix
+        channel = rng.uniform(0.5, 2.0) * features + rng.normal(size=16)   # room, microphone
+        segments.append((channel.astype(np.float32), lower.astype(np.float32)))
+    return segments, mix
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_the_head_learns_the_lips_from_features_under_any_channel():
+    segments, mix = synthetic_segments(lower_dims=4)
+    head = fit_lips_head(segments, "synthetic", ridge=1e-3, gain=1.0)
+    held_out, _ = synthetic_segments(lower_dims=4, seed=1, count=1)
+    features, lower = held_out[0]
+    predicted = head.predict(features)
+    assert predicted.shape == lower.shape
+    # A new "speaker" on another channel: the line's own normalisation undoes loudness/offset.
+    assert correlation(predicted[10:-10], lower[10:-10]) > 0.9
+    assert correlation(head.predict(3 * features + 1)[10:-10], lower[10:-10]) > 0.9
+
+
+def test_a_wrong_feature_width_is_refused_by_name():
+    segments, _ = synthetic_segments(lower_dims=4, count=3)
+    head = fit_lips_head(segments, "synthetic")
+    with pytest.raises(ValueError, match="synthetic"):
+        head.predict(np.zeros((10, 5), np.float32))
+
+
+@pytest.fixture(scope="module")
+def model_with_head(tmp_path_factory):
+    """The shipped model with a head fitted on synthetic features (64 wide)."""
+    space = load_bundle(DEFAULT_MODEL, network=False).motion_space
+    segments, _ = synthetic_segments(lower_dims=space.dims["lower"])
+    head = fit_lips_head([(np.tile(f, (1, 4)), lower) for f, lower in segments], "synthetic")
+    path = tmp_path_factory.mktemp("model") / "with_head.safetensors"
+    save_with_lips_head(DEFAULT_MODEL, head, path, {"note": "test"})
+    return path, head
+
+
+def test_the_head_travels_in_the_model_file(model_with_head):
+    path, head = model_with_head
+    bundle = load_bundle(path, network=False)
+    assert bundle.lips_head is not None and bundle.meta["note"] == "test"
+    features = np.random.default_rng(5).normal(size=(50, 64)).astype(np.float32)
+    assert np.allclose(bundle.lips_head.predict(features), head.predict(features), atol=1e-5)
+
+
+def test_the_generator_takes_the_lips_from_the_head_and_still_closes_them(model_with_head):
+    path, _ = model_with_head
+    bundle = load_bundle(path, network=False)
+    generator = MotionGenerator(bundle, runtime="onnx")
+    rng = np.random.default_rng(2)
+    frames = 120
+    features = np.zeros((frames, bundle.config.audio_dim), np.float32)
+    lip_features = speech_like(frames, 64, rng) * 3
+    neutral = bundle.motion_space.canonical_face
+    options = GenerationOptions(seed=1, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0)
+    without, _ = generator.generate(features, neutral, options)
+    with_head, _ = generator.generate(features, neutral, options, lip_features=lip_features)
+    # The lips follow the head: the same head output gives the same mouth, whatever the seed.
+    again, _ = generator.generate(features, neutral, GenerationOptions(
+        seed=9, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0), lip_features=lip_features)
+    assert np.abs(inner_lip_gap(again) - inner_lip_gap(with_head)).max() < 1e-4
+    assert np.abs(inner_lip_gap(with_head) - inner_lip_gap(without)).max() > 0.01
+    # Bilabial frames close the lips the head opened.
+    bilabials = np.zeros(frames, np.float32)
+    bilabials[60:64] = 1
+    closed, _ = generator.generate(features, neutral, GenerationOptions(
+        seed=1, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0, closure_guidance=1.0),
+        bilabials=bilabials, lip_features=lip_features)
+    assert inner_lip_gap(closed)[63] < 0.5 * max(inner_lip_gap(with_head)[63], 0.02)
