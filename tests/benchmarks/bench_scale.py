@@ -3,33 +3,23 @@ the sample rig, baked to .glb by `dimitra bake --manifest` in one process, and o
 with 1 and 2 workers.
 
 Each run is a fresh process and starts from nothing (Ray started, model loaded), as a user's
-run does. Reported per run: lines per minute of wall time; the model load each worker pays once
+run does: `dimitra bake --manifest`, and `bake_on_ray` as `--ray local --workers N` runs it. Reported per run: lines per minute of wall time; the model load each worker pays once
 (the bpy import, the model, the first render and fit is then part of its first line); the
 steady per-line bake time; and Ray's own overhead per line: the worker's wall time between
 lines less the bake itself (the driver's dispatch, the result's trip, the progress bar).
 """
 
 import json
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LINES, LINE_SECONDS = 100, 3.0
-
-# The single-process manifest bake (what `dimitra bake --manifest` runs), left with os._exit:
-# bpy 4.5 can hang in its exit handlers after a render.
-_ONE_PROCESS_CHILD = """
-import json, os, sys, time
-started = time.perf_counter()
-from dimitra.blender_addon.bake import bake_manifest
-reports = bake_manifest(sys.argv[1], sys.argv[2], progress=False)
-print(json.dumps({"wall": time.perf_counter() - started, "reports": reports}))
-sys.stdout.flush()
-os._exit(0)
-"""
 
 _RAY_CHILD = """
 import json, sys, time
@@ -71,12 +61,13 @@ def make_lines(folder: Path) -> tuple[Path, Path]:
 def one_process(rig: Path, manifest: Path, folder: Path) -> dict:
     lines = manifest.read_text().replace("OUT/", "single/")
     (folder / "single.csv").write_text(lines)
-    out = subprocess.run([sys.executable, "-c", _ONE_PROCESS_CHILD, str(folder / "single.csv"),
-                          str(rig)], capture_output=True, text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    wall, reports = result["wall"], result["reports"]
-    assert all(r["status"] == "ok" for r in reports), reports
-    seconds = [r["seconds"] for r in reports]
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "dimitra.backend.cli", "bake", "--rig", str(rig),
+                          "--manifest", str(folder / "single.csv")],
+                         capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    seconds = [float(s) for s in re.findall(r"frames, ([\d.]+) s\)", out.stdout)]
+    assert len(seconds) == LINES, out.stdout[-2000:]
     median = statistics.median(seconds)
     return {"wall_s": round(wall, 1), "lines_per_min": round(60 * LINES / wall, 1),
             "start_up_s": round(wall - sum(seconds) + seconds[0] - median, 2),

@@ -14,15 +14,6 @@ from dimitra.backend.cli import main
 
 # bake --ray as the user runs it: its own process, so Ctrl+C and exit codes are real.
 BAKE = [sys.executable, "-m", "dimitra.backend.cli", "bake"]
-# The single-process manifest bake (what `dimitra bake --manifest` runs) in its own process,
-# left with os._exit: bpy 4.5 can hang in its exit handlers after a render.
-ONE_PROCESS = """
-import os, sys
-from dimitra.blender_addon.bake import bake_manifest
-reports = bake_manifest(sys.argv[1], sys.argv[2], progress=False, out_dir=sys.argv[3])
-sys.stdout.flush()
-os._exit(0 if all(r["status"] == "ok" for r in reports) else 1)
-"""
 
 
 def run_bake(*args, timeout=300) -> subprocess.CompletedProcess:
@@ -44,9 +35,7 @@ def write_manifest(path: Path, rows: list[tuple]) -> Path:
 def test_two_workers_bake_exactly_what_one_process_bakes(sample_rig, speech_lines, tmp_path):
     rows = [(audio, f"{audio.stem}.glb") for audio in speech_lines[:8]]
     manifest = write_manifest(tmp_path / "lines.csv", rows)
-    single = subprocess.run([sys.executable, "-c", ONE_PROCESS, manifest, sample_rig,
-                             tmp_path / "one"], capture_output=True, text=True, timeout=300,
-                            check=False)
+    single = run_bake("--rig", sample_rig, "--manifest", manifest, "--out-dir", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     on_ray = run_bake("--rig", sample_rig, "--manifest", manifest, "--out-dir",
                       tmp_path / "ray", "--ray", "local", "--workers", "2")
