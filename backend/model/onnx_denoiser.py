@@ -6,7 +6,8 @@ The shipped model's export lies beside it (`weights/cmdt_default-onnx/`, made by
 `python -m dimitra.backend.model.onnx_denoiser`, which also exports the shipped bilabial
 detectors); another model is exported on first use into `$DIMITRA_CACHE` (default
 `~/.cache/dimitra`), which needs torch once. Each export records the sha256 of the model file
-it came from (`model.sha256`), so a retrained model never runs on a stale export.
+it came from (`model.sha256`, of the network's configuration and weights), so a retrained
+model never runs on a stale export.
 """
 
 import argparse
@@ -22,7 +23,7 @@ from ...retarget.atomic_file import atomic_path
 DENOISER_INPUTS = ("x_t", "t", "identity", "context", "context_mask", "drop_identity", "audio_h")
 AUDIO_INPUTS = ("audio", "drop")
 OPSET = 17
-DIGEST_FILE = "model.sha256"   # the sha256 of the model file an export was made from
+DIGEST_FILE = "model.sha256"   # the network_digest of the model an export was made from
 
 
 def cache_dir() -> Path:
@@ -49,6 +50,21 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def network_digest(model_path: str | Path) -> str:
+    """sha256 of what an export is made from: the network's configuration and weights (the
+    file's `model.*` tensors), not the rest of the file, so adding other parts to a model file
+    (a lips head, metadata) keeps its export valid."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(model_path), framework="numpy") as handle:
+        digest.update((handle.metadata() or {}).get("config", "").encode())
+        for name in sorted(k for k in handle.keys() if k.startswith("model.")):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(handle.get_tensor(name)).tobytes())
+    return digest.hexdigest()
+
+
 def shipped_export(model_path: Path) -> Path:
     """Where the export of a model file is shipped: beside it, `<stem>-onnx/`."""
     return model_path.parent / f"{model_path.stem}-onnx"
@@ -56,7 +72,8 @@ def shipped_export(model_path: Path) -> Path:
 
 def export_network(model, folder: str | Path, digest: str) -> Path:
     """Write `audio.onnx` and `denoiser.onnx` of a torch CMDT into folder (any batch size and
-    window length; each written atomically), then `model.sha256`, the model file's digest."""
+    window length; each written atomically), then `model.sha256`, the model's
+    `network_digest`."""
     import torch
 
     from .cmdt import SamplingDenoiser
@@ -128,7 +145,7 @@ class OnnxNetwork:
 def find_or_export(bundle) -> Path:
     """The folder with the model's `audio.onnx` and `denoiser.onnx`: shipped beside the model
     file, or in the cache, or exported into the cache now (needs torch)."""
-    digest = file_digest(bundle.path)
+    digest = network_digest(bundle.path)
     for folder in (shipped_export(bundle.path), cache_dir() / "onnx" / digest[:16]):
         if _export_digest(folder) == digest:
             return folder
@@ -160,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = Path(args.model)
     bundle = load_bundle(path)
-    print(export_network(bundle.model, shipped_export(path), file_digest(path)))
+    print(export_network(bundle.model, shipped_export(path), network_digest(path)))
     for detector in sorted(path.parent.glob("bilabials_*.safetensors")):
         print(export_detector(load_detector_file(detector), detector.with_suffix(".onnx"),
                               file_digest(detector)))
