@@ -14,7 +14,7 @@ import numpy as np
 from ...retarget.motion_file import Motion, load_motion
 from ..generation.reference import Reference, load_reference
 from ..media.audio import SAMPLE_RATE, load_audio
-from ..media.video import iter_frames, write_video
+from ..media.video import iter_frames, probe_video, write_video
 from .mouth_net import MouthNet, MouthPatch, lip_masks, network_inputs, paste
 from .warp import FaceWarp, crop_around_face
 
@@ -70,6 +70,8 @@ def render_motion_file(motion_path: str | Path, reference_path: str | Path, out:
                           "image), not a motion file")
     _check_image_size(motion, reference, motion_path, reference_path)
     audio = _speech(motion, motion_path, audio_path)
+    if side_by_side is not None:
+        probe_video(side_by_side)      # a missing or unreadable video is named before any frame
     frames = (round(len(audio) / SAMPLE_RATE * motion.fps) if audio is not None
               else motion.frame_count)
     mouth_net = None if warp_only else MouthNet()

@@ -88,11 +88,19 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                                                        * (var_a + var_b + c2))
 
 
-def patch_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """L1 + 0.5 (1 - SSIM), each weighted by where the renderer lays the patch (feather)."""
-    l1 = ((output - target).abs() * weight).sum() / (weight.sum() * 3 * len(output))
-    ssim = ((1 - ssim_map(output, target)) * weight).sum() / (weight.sum() * 3 * len(output))
-    return l1 + 0.5 * ssim
+def patch_loss(output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+               mse_weight: float = 0.0) -> torch.Tensor:
+    """L1 + 0.5 (1 - SSIM) (+ mse_weight MSE), each weighted by `weight` (1, 1, P, P)."""
+    total = weight.sum() * 3 * len(output)
+    l1 = ((output - target).abs() * weight).sum() / total
+    ssim = ((1 - ssim_map(output, target)) * weight).sum() / total
+    mse = ((output - target) ** 2 * weight).sum() / total
+    return l1 + 0.5 * ssim + mse_weight * mse
+
+
+def as_deployed(output: torch.Tensor, warped: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The patch as the renderer shows it: the network's change to the warp, feathered."""
+    return warped + weight * (output - warped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +158,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                "the checkpoint")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mse-weight", type=float, default=0.0,
+                        help="weight of an MSE term beside L1 and SSIM")
+    parser.add_argument("--deployed-blend", action="store_true",
+                        help="score the patch as the renderer lays it (the change feathered, "
+                             "every pixel counted) instead of the raw patch weighted by the "
+                             "feather")
     parser.add_argument("--install", action="store_true",
                         help=f"copy the best ONNX file to {WEIGHTS}")
     return parser.parse_args(argv)
@@ -180,12 +194,20 @@ def main(argv=None) -> int:
     weight = torch.from_numpy(feather())[None, None]
     held_inputs, held_target = to_inputs(pairs, held_rows)
 
+    def loss_of(output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if args.deployed_blend:
+            return patch_loss(as_deployed(output, inputs[:, :3], weight), target,
+                              torch.ones_like(weight), args.mse_weight)
+        return patch_loss(output, target, weight, args.mse_weight)
+
     def held_out_loss() -> tuple[float, float]:
         """(the network's, the warp alone's) loss on the held-out clips."""
         model.eval()
         with torch.no_grad():
-            losses = [(patch_loss(model(held_inputs[i:i + 64]), held_target[i:i + 64], weight),
-                       patch_loss(held_inputs[i:i + 64, :3], held_target[i:i + 64], weight))
+            losses = [(loss_of(model(held_inputs[i:i + 64]), held_inputs[i:i + 64],
+                               held_target[i:i + 64]),
+                       loss_of(held_inputs[i:i + 64, :3], held_inputs[i:i + 64],
+                               held_target[i:i + 64]))
                       for i in range(0, len(held_rows), 64)]
         model.train()
         return tuple(float(np.mean([pair[k] for pair in losses])) for k in (0, 1))
@@ -198,7 +220,7 @@ def main(argv=None) -> int:
         for group in optimiser.param_groups:   # cosine decay over the time budget
             group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         inputs, target = augment(*to_inputs(pairs, rng.choice(train_rows, args.batch)))
-        loss = patch_loss(model(inputs), target, weight)
+        loss = loss_of(model(inputs), inputs, target)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

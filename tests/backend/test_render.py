@@ -121,6 +121,8 @@ def test_bad_input_gets_one_line_and_leaves_the_old_video(take, tmp_path, capsys
                               {**motion.meta, "image_size": [640, 480]}))
     one_line_error(capsys, ["render", str(other), "--ref", str(REFERENCE_IMAGE), "--out", str(out)],
                    "640×480")
+    one_line_error(capsys, render + ["--ref", str(REFERENCE_IMAGE), "--side-by-side",
+                                     str(tmp_path / "no_rig.mp4")], "no_rig.mp4")
     assert out.read_bytes() == b"an earlier render"      # nothing half-written in its place
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
