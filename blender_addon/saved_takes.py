@@ -15,6 +15,7 @@ again the first time a reopened take is needed (the correspondence checks they s
 
 import json
 import tempfile
+import zipfile
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import bpy
 from bpy.app.handlers import persistent
 
 from ..retarget.correspond import load_correspondence, save_correspondence
-from ..retarget.motion_file import MotionFileError, load_motion, save_motion
+from ..retarget.motion_file import load_motion, save_motion
 from ..retarget.rig import RigError
 from . import generate_job
 from .generate_job import GeneratedResult
@@ -51,9 +52,11 @@ def store(action, result: GeneratedResult) -> None:
             "settings": asdict(result.settings),
             "view": None if view is None else {"forward": list(view.forward),
                                                "up": list(view.up), "misfit": view.misfit}}
-    action[MOTION] = motion
-    action[CORRESPONDENCE] = correspondence
-    action[TAKE] = json.dumps(take)
+    for name, value in ((MOTION, motion), (CORRESPONDENCE, correspondence),
+                        (TAKE, json.dumps(take))):
+        if name in action:   # assigned over, a bytes property keeps only up to its first NUL
+            del action[name]
+        action[name] = value
 
 
 def load(action) -> GeneratedResult:
@@ -61,8 +64,8 @@ def load(action) -> GeneratedResult:
     if TAKE not in action:
         raise InputError(f"Action {action.name!r}: its motion is not in this file (it was made "
                          "before Dimitra kept takes in the .blend); Generate again")
-    take = json.loads(action[TAKE])
     try:
+        take = json.loads(action[TAKE])
         with tempfile.TemporaryDirectory(prefix="dimitra-take-") as work:
             motion_path = Path(work) / "motion.npz"
             motion_path.write_bytes(bytes(action[MOTION]))
@@ -70,7 +73,7 @@ def load(action) -> GeneratedResult:
             correspondence_path.write_bytes(bytes(action[CORRESPONDENCE]))
             motion = load_motion(motion_path)
             correspondence = load_correspondence(correspondence_path)
-    except (KeyError, MotionFileError, RigError) as error:
+    except (KeyError, ValueError, zipfile.BadZipFile) as error:   # a cut blob: BadZipFile
         raise InputError(f"Action {action.name!r}: its stored take is unreadable ({error}); "
                          "Generate again") from error
     meshes = []

@@ -165,6 +165,7 @@ def test_resolve_after_the_file_is_saved_and_reopened(rig, server, speech_file, 
     blink = curve_values(action, BLINK)[1]
     saved = tmp_path / "scene.blend"
     bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+    bpy.ops.wm.save_mainfile()               # saved again: the stored take is written over
 
     bpy.ops.wm.read_factory_settings(use_empty=True)   # another file in between
     bpy.ops.wm.open_mainfile(filepath=str(saved), load_ui=False)
@@ -201,6 +202,17 @@ def test_resolve_after_the_file_is_saved_and_reopened(rig, server, speech_file, 
     edit.free()
     before = scene_state()
     with pytest.raises(RuntimeError, match="correspondence was made for a face surface of"):
+        bpy.ops.dimitra.resolve(mouth=0.7)
+    assert scene_state() == before
+
+    # A damaged stored take: one line saying so, nothing changed.
+    bpy.ops.wm.open_mainfile(filepath=str(saved), load_ui=False)
+    action = bpy.data.actions["Dimitra line_one"]
+    del action["_dimitra_motion"]
+    action["_dimitra_motion"] = b"not a motion file"
+    before = scene_state()
+    with pytest.raises(RuntimeError, match="Action 'Dimitra line_one': its stored take is "
+                                           "unreadable .*Generate again"):
         bpy.ops.dimitra.resolve(mouth=0.7)
     assert scene_state() == before
 
