@@ -150,8 +150,12 @@ class MotionGenerator:
         if head is not None:
             lower = np.zeros((frames, space.motion_dim), np.float32)
             lower[:, parts["lower"]] = head.predict(_delayed(lip_features, options.audio_delay))
-            if closure is not None:          # the lips still meet on p, b, m
-                lower = closure.apply(lower[None])[0]
+            if closure is not None:
+                # The lips still meet on p, b, m: one firm projection (a sampled draw gets the
+                # guide at every step instead, which closes the lips as far).
+                firm = np.clip(2 * np.asarray(bilabials, np.float32), 0, 1)
+                lower = closure.with_weights(firm * min(options.closure_guidance, 1.0)).apply(
+                    lower[None])[0]
             raw[:, parts["lower"]] = lower[:, parts["lower"]] * std[parts["lower"]]
         if options.lip_sharpen > 0:
             lower = raw[:, parts["lower"]]
@@ -334,11 +338,15 @@ class ClosureGuide:
                                       - neutral[topology.LOWER_INNER_LIP], np.float32)
         self.weights = np.asarray(weights, np.float32)                                   # (T,)
 
+    def with_weights(self, weights: np.ndarray) -> "ClosureGuide":
+        """The same guide with other (T,) closure weights."""
+        guide = object.__new__(ClosureGuide)
+        guide.__dict__.update(self.__dict__)
+        guide.weights = np.asarray(weights, np.float32)
+        return guide
+
     def __getitem__(self, frames: slice) -> "ClosureGuide":
-        part = object.__new__(ClosureGuide)
-        part.__dict__.update(self.__dict__)
-        part.weights = self.weights[frames]
-        return part
+        return self.with_weights(self.weights[frames])
 
     def apply(self, x0: np.ndarray) -> np.ndarray:
         """x0 (B, L, D) whitened -> the same with the lips closed where the weights say."""

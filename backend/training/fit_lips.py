@@ -25,7 +25,7 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
                            offsets: dict[str, int] | None = None, lead: int = 0) -> list[tuple]:
     """[(features (T, F), whitened lower-face motion (T, K_l))] for every segment of `split`;
     a segment's features are shifted by its audio-video offset (frames) when one is given,
-    plus `lead` for all: the head then moves the lips `lead` frames earlier."""
+    less `lead` for all: the head then moves the lips `lead` frames earlier."""
     from ...retarget.motion_file import load_motion
 
     lower = space.region_slices()["lower"]
@@ -34,7 +34,7 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
         motion = load_motion(Path(dataset) / segment.file)
         speech = load_features(dataset, segment, features)
         frames = min(len(speech), motion.frame_count)
-        offset = (offsets or {}).get(segment.segment_id, 0) + lead
+        offset = (offsets or {}).get(segment.segment_id, 0) - lead   # earlier lips: earlier audio
         speech = shift_features(speech[:frames], offset)
         coefficients = space.encode(motion.extras["canonical"][:frames], motion.extras["neutral"],
                                     motion.pose[:frames])[:, lower]
