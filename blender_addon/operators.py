@@ -108,14 +108,19 @@ def generate_blocker(context) -> str | None:
     return None
 
 
-def refuse_offline(backend: Backend) -> None:
-    """Blender's online access is off and the backend is on another machine: InputError."""
-    scheme, _, rest = backend.address.partition("://")
-    if scheme != "tcp" or bpy.app.online_access:
-        return   # no address (a backend this add-on starts), or ipc: this machine
+def off_this_machine(address: str) -> bool:
+    """Whether a backend address is on another machine: a tcp host other than loopback."""
+    scheme, _, rest = address.partition("://")
+    if scheme != "tcp":
+        return False   # ipc (or no address: a backend this add-on starts here)
     host = urlsplit("//" + rest).hostname or ""
-    if host == "localhost" or host == "::1" or host.startswith("127."):
-        return   # this machine: nothing leaves it
+    return not (host == "localhost" or host == "::1" or host.startswith("127."))
+
+
+def refuse_offline(backend: Backend) -> None:
+    """InputError when Blender's online access is off and the backend is on another machine."""
+    if bpy.app.online_access or not off_this_machine(backend.address):
+        return
     raise InputError(f"Remote server {backend.address}: Blender's online access is off, and a "
                      "Remote backend sends the audio over the network. Allow it in "
                      "Preferences > System > Network > Allow Online Access (or start Blender "

@@ -3,6 +3,7 @@
 import bpy
 
 from . import generate_job, preferences
+from .operators import off_this_machine
 from .properties import PANEL_OPTIONS, STRENGTH_REGIONS
 
 
@@ -47,7 +48,7 @@ class DIMITRA_PT_generate(bpy.types.Panel):
                 column.prop(prefs, "python")
             elif prefs.backend == "REMOTE":
                 column.prop(prefs, "address")
-                if not bpy.app.online_access:
+                if not bpy.app.online_access and off_this_machine(prefs.address):
                     column.label(text="Online access is off: Preferences > System > Network",
                                  icon="ERROR")
 
