@@ -10,6 +10,7 @@ Every path in the manifest must be the same file on every node (a shared folder)
 """
 
 import os
+import re
 import socket
 import sys
 import time
@@ -71,7 +72,7 @@ def bake_on_ray(lines: list[ManifestLine], settings, where: str = "auto", worker
         if cluster.cpus < 1:
             raise ClusterError(f"--ray {cluster.address}: the cluster offers no CPU to run on")
         count = min(workers or cluster.cpus, cluster.cpus, len(todo))
-        if workers > count and workers <= len(todo):
+        if count < min(workers, len(todo)):   # more asked for than the cluster has CPUs
             print(f"dimitra bake: the cluster has {cluster.cpus} CPUs; {count} workers, not "
                   f"{workers}", file=sys.stderr)
         pool = _Pool(ray, worker_class, settings, count)
@@ -147,12 +148,11 @@ def _next_report(pool: "_Pool", in_flight: dict, waiting: deque, done: dict,
     try:
         report = ray.get(ref)
     except ray.exceptions.RayActorError as error:   # the process died: this line only
-        report = _failed(line, f"the worker process died while baking it "
-                               f"({_first_line(error)})")
+        report = _failed(line, _death(error))
         remove_partial_files(line.out)
         worker = pool.replace(worker)
     except ray.exceptions.RayError as error:
-        report = _failed(line, _first_line(error))
+        report = _failed(line, _last_line(error))
     done[line.number] = report
     bar.update(failed=report["status"] != "ok")
     if waiting:
@@ -171,7 +171,7 @@ class _Pool:
             self.described = ray.get([w.describe.remote() for w in self.workers])
         except ray.exceptions.RayError as error:
             self.stop()
-            raise ClusterError(f"the Ray workers could not start: {_first_line(error)}") from error
+            raise ClusterError(f"the Ray workers could not start: {_last_line(error)}") from error
 
     def replace(self, dead):
         self.workers.remove(dead)
@@ -196,6 +196,15 @@ def _failed(line: ManifestLine, error: str) -> dict:
     return {**_named(line), "status": "failed", "error": error}
 
 
-def _first_line(error: Exception) -> str:
+def _death(error: Exception) -> str:
+    """What a line's report says when its worker died (Ray's own text is a paragraph)."""
+    found = re.search(r"Worker exit type: (\w+)", str(error))
+    how = f"exit type {found.group(1)}" if found else type(error).__name__
+    return (f"the worker process died while baking it ({how}): killed, out of memory, or a "
+            "crash in Blender or the model; the other lines went on")
+
+
+def _last_line(error: Exception) -> str:
+    """The message of a Ray error (its text ends with the worker's exception)."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
