@@ -103,13 +103,13 @@ class MotionGenerator:
         marks frames without sound, where the face comes to rest. progress(fraction) is
         called after every window (the service reports it, and cancels jobs by raising there).
         lip_features (T, F_l): the features of the model's lips head (bundle.lips_head), which
-        then makes the lower face instead of the network's draw.
+        then makes options.lips_head of the lower face, the network's draw the rest.
         """
         options = options or GenerationOptions()
         options.validate()
         frames = len(features)
         features = _delayed(features, options.audio_delay)
-        head = self.bundle.lips_head if lip_features is not None else None
+        head = self.bundle.lips_head if lip_features is not None and options.lips_head else None
         if head is not None and len(lip_features) != frames:
             raise ValueError(f"lip_features has {len(lip_features)} frames, the features {frames}")
         space, config = self.space, self.config
@@ -150,13 +150,11 @@ class MotionGenerator:
         if head is not None:
             lower = np.zeros((frames, space.motion_dim), np.float32)
             lower[:, parts["lower"]] = head.predict(_delayed(lip_features, options.audio_delay))
-            if closure is not None:
-                # The lips still meet on p, b, m: one firm projection (a sampled draw gets the
-                # guide at every step instead, which closes the lips as far).
-                firm = np.clip(2 * np.asarray(bilabials, np.float32), 0, 1)
-                lower = closure.with_weights(firm * min(options.closure_guidance, 1.0)).apply(
-                    lower[None])[0]
-            raw[:, parts["lower"]] = lower[:, parts["lower"]] * std[parts["lower"]]
+            if closure is not None:      # the lips still meet on p, b, m (a firmer
+                lower = closure.apply(lower[None])[0]   # projection scored no better)
+            share = options.lips_head
+            raw[:, parts["lower"]] = (share * lower[:, parts["lower"]] * std[parts["lower"]]
+                                      + (1 - share) * raw[:, parts["lower"]])
         if options.lip_sharpen > 0:
             lower = raw[:, parts["lower"]]
             gap = np.linalg.norm(neutral[topology.UPPER_INNER_LIP] - neutral[topology.LOWER_INNER_LIP]

@@ -79,6 +79,10 @@ OPTIONS: tuple[Option, ...] = (
            "0 = off", cli=(EVAL,)),
     Option("audio_delay", int, 1, "frames the motion lags the audio features (chosen on dev)",
            cli=(EVAL,)),
+    Option("lips_head", float, 0.7, "share of the lower face taken from the model's lips head "
+           "(a deterministic map from the speech), the rest from the network's draw; no effect "
+           "on a model without a head (the choice: docs/MODEL_CARD.md, \"The lips head\")",
+           low=0, high=1, cli=(ANIMATE, EVAL)),
     Option("bilabials", str, "auto", "how the lips learn where p, b, m are: auto = the "
            "detector that ships with the model (fast); pocketsphinx = phone recognition "
            "(English, about 1.6 s more per minute of audio)", choices=BILABIAL_SOURCES,

@@ -8,6 +8,7 @@ from dimitra.backend.generation.generator import GenerationOptions, MotionGenera
 from dimitra.backend.model.checkpoint import DEFAULT_MODEL, load_bundle, save_with_lips_head
 from dimitra.backend.model.lips_head import fit_lips_head
 from dimitra.retarget.face.measures import inner_lip_gap
+from dimitra.retarget.face.topology import LOWER_INNER_LIP, UPPER_INNER_LIP
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model yet")
 
@@ -84,18 +85,30 @@ def test_the_generator_takes_the_lips_from_the_head_and_still_closes_them(model_
     features = np.zeros((frames, bundle.config.audio_dim), np.float32)
     lip_features = speech_like(frames, 64, rng) * 3
     neutral = bundle.motion_space.canonical_face
-    options = GenerationOptions(seed=1, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0)
+    settings = {"lip_sharpen": 0.0, "lip_contact": 0.0, "audio_delay": 0}
+    options = GenerationOptions(seed=1, lips_head=1.0, **settings)
     without, _ = generator.generate(features, neutral, options)
     with_head, _ = generator.generate(features, neutral, options, lip_features=lip_features)
-    # The lips follow the head: the same head output gives the same mouth, whatever the seed.
+    # All from the head: the same head output gives the same mouth, whatever the seed.
     again, _ = generator.generate(features, neutral, GenerationOptions(
-        seed=9, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0), lip_features=lip_features)
+        seed=9, lips_head=1.0, **settings), lip_features=lip_features)
     assert np.abs(inner_lip_gap(again) - inner_lip_gap(with_head)).max() < 1e-4
     assert np.abs(inner_lip_gap(with_head) - inner_lip_gap(without)).max() > 0.01
+    # lips_head 0 is the network's draw alone; in between, a mix of the two.
+    off, _ = generator.generate(features, neutral, GenerationOptions(
+        seed=1, lips_head=0.0, **settings), lip_features=lip_features)
+    assert np.abs(inner_lip_gap(off) - inner_lip_gap(without)).max() < 1e-5
+    half, _ = generator.generate(features, neutral, GenerationOptions(
+        seed=1, lips_head=0.5, **settings), lip_features=lip_features)
+    def signed_gap(canonical):      # upper minus lower inner lip, height: linear in the motion
+        return canonical[:, UPPER_INNER_LIP, 1] - canonical[:, LOWER_INNER_LIP, 1]
+
+    assert np.allclose(signed_gap(half), (signed_gap(with_head) + signed_gap(without)) / 2,
+                       atol=1e-4)
     # Bilabial frames close the lips the head opened.
     bilabials = np.zeros(frames, np.float32)
     bilabials[60:64] = 1
     closed, _ = generator.generate(features, neutral, GenerationOptions(
-        seed=1, lip_sharpen=0.0, lip_contact=0.0, audio_delay=0, closure_guidance=1.0),
+        seed=1, lips_head=1.0, closure_guidance=1.0, **settings),
         bilabials=bilabials, lip_features=lip_features)
     assert inner_lip_gap(closed)[63] < 0.5 * max(inner_lip_gap(with_head)[63], 0.02)
