@@ -4,7 +4,8 @@ Self-reenactment: each clip of a split is rendered from its first frame, driven 
 tracked landmarks, and compared with its real video (cropped the same way):
 - fidelity: the render re-tracked with the project's tracker; mouth-opening correlation with
   the driving motion and lip vertex error (docs/EVAL.md's, in inter-ocular units) beside the
-  static face's; frames where no face was found;
+  static face's and the real video's own crops re-tracked (the tracker's floor); frames where
+  no face was found;
 - appearance: PSNR and SSIM over the face (inside the driving face oval) and the mouth patch,
   for the render, the warp alone and the static reference;
 - stability: flicker, the mean absolute frame-to-frame change outside the mouth patch (0-255
@@ -84,11 +85,11 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
     static = render.warp.image
     scores = {f"{m}_{r}_{k}": [] for m in METHODS for r in ("face", "mouth") for k in ("psnr", "ssim")}
     flicker = {"render": [], "real": []}
-    tracked = []
+    tracked, tracked_real = [], []
     render_seconds = 0.0
     previous = None
     best_open, shown = -1.0, None
-    with FaceTracker() as tracker:
+    with FaceTracker() as tracker, FaceTracker() as real_tracker:
         for index, frame in enumerate(_chain(first, frames)):
             real = crop.cut(frame)
             started = time.perf_counter()
@@ -108,6 +109,8 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
             previous = (made, real, mouth)
             found = tracker.track(made)
             tracked.append(np.full((478, 3), np.nan) if found is None else found)
+            found = real_tracker.track(real)
+            tracked_real.append(np.full((478, 3), np.nan) if found is None else found)
             opening = np.linalg.norm(driving[13, :2] - driving[14, :2])
             if opening > best_open:
                 best_open, shown = opening, np.concatenate([static, warped, made, real], axis=1)
@@ -121,6 +124,9 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
               "mouth_corr": aperture_corr(mouth_open(retracked), mouth_open(truth)),
               "lve": lip_vertex_error(retracked, truth),
               "lve_static": lip_vertex_error(still, truth),
+              # The floor: the real video's crops re-tracked the same way.
+              "lve_real_retracked": lip_vertex_error(
+                  normalise_sequence(np.stack(tracked_real)).landmarks, truth),
               "flicker_render": float(np.mean(flicker["render"])),
               "flicker_real": float(np.mean(flicker["real"])),
               "render_fps": count / render_seconds}
