@@ -4,6 +4,9 @@ What a user notices: the video has a face on every frame whose mouth opens and c
 motion, it lasts as long as the speech, and bad input gets one clear line and no video.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -93,6 +96,20 @@ def test_warp_only_and_the_network_differ_only_around_the_mouth(take):
     upper_face, mouth = difference[:96].mean(), difference[150:220, 90:170].mean()
     assert upper_face < 3
     assert mouth > 2 * upper_face
+
+
+def test_render_runs_without_torch(take, tmp_path):
+    """The render path (warp, onnxruntime network, encoder) in a process where importing torch
+    fails, so any import of it on the way would show."""
+    out = tmp_path / "no_torch.mp4"
+    code = ('import sys\nsys.modules["torch"] = None\n'
+            "from dimitra.backend.cli import main\n"
+            f"assert main(['render', {str(take['motion'])!r}, '--ref', {str(REFERENCE_IMAGE)!r}, "
+            f"'--out', {str(out)!r}]) == 0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sum(1 for _ in iter_frames(out)) == round(SECONDS * 25)
 
 
 def one_line_error(capsys, argv, expected) -> None:
