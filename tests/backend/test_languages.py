@@ -51,16 +51,7 @@ def animate_line(animator, reference, voice):
     return line, np.array(onsets), np.array(nuclei), animator.language(audio, options)
 
 
-# Known gap (issue 14, docs/MODEL_CARD.md "Languages"): on these lines the shipped model keeps
-# the lips together through too many vowels (in English 7 of 12 open, in Spanish 3). strict:
-# the day a model opens them, these marks fail and must go.
-OPEN_VOWELS_GAP = pytest.mark.xfail(strict=True, reason="issue 14: vowels left closed")
-
-
-@pytest.mark.parametrize("voice", [pytest.param("en-us", marks=OPEN_VOWELS_GAP),
-                                   pytest.param("fr", marks=OPEN_VOWELS_GAP),
-                                   pytest.param("de", marks=OPEN_VOWELS_GAP),
-                                   pytest.param("es", marks=OPEN_VOWELS_GAP), "ja"])
+@pytest.mark.parametrize("voice", ["en-us", "fr", "de", "es", "ja"])
 def test_syllables_open_the_mouth_and_bilabials_close_the_lips(animator, reference, voice):
     line, onsets, nuclei, _ = animate_line(animator, reference, voice)
     bilabial = line.bilabial
