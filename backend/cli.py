@@ -235,8 +235,7 @@ def _add_option_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def _bake(args) -> int:
-    # The one backend -> blender_addon import: a batch bake runs bpy as a module, here.
-    from ..blender_addon.bake import BakeSettings, bake, bake_manifest
+    from ..blender_addon.bake_settings import BakeSettings
     from ..retarget.solve import SolveOptions
 
     strength = {region: value for region, value in (
@@ -247,24 +246,30 @@ def _bake(args) -> int:
         correspondence=args.correspondence, motion=args.motion, model=args.model,
         solve=SolveOptions(strength=strength, smoothing=args.smoothing, keys=args.keys),
         generation=_generation_options(args))
-    return _bake_lines(args, settings, bake, bake_manifest)  # main() words BakeError, RigError
+    return _bake_lines(args, settings)  # main() words BakeError, RigError
 
 
-def _bake_lines(args, settings, bake, bake_manifest) -> int:
+def _bake_lines(args, settings) -> int:
     if (args.ray or args.workers or args.out_dir) and not args.manifest:
         raise UsageError("--ray, --workers and --out-dir go with --manifest lines.csv")
     if args.workers and not args.ray:
         raise UsageError("--workers goes with --ray (without it a manifest bakes in this "
                          "process)")
+    # The backend -> blender_addon imports of bpy: a batch bake runs bpy as a module, here
+    # (with --ray in the workers, not in this process).
     if args.manifest:
         if args.ray:
             reports = _bake_on_ray(args, settings)
         else:
+            from ..blender_addon.bake import bake_manifest
+
             reports = bake_manifest(args.manifest, args.rig, settings, out_dir=args.out_dir)
         _print_line_reports(reports)
         return 0 if all(r["status"] != "failed" for r in reports) else 1
     if not (args.audio and args.out and args.rig):
         raise UsageError("give AUDIO, --rig and --out, or --manifest lines.csv")
+    from ..blender_addon.bake import bake
+
     result = bake(args.audio, args.rig, args.out, settings)
     print(f"{result.out}: {result.frames} frames at {result.fps:g} fps, {result.shape_keys} "
           f"shape keys, {result.bones} bones, correspondence by {result.correspondence.method}, "

@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import bpy
@@ -28,8 +28,9 @@ from ..retarget.atomic_file import atomic_path
 from ..retarget.correspond import Correspondence, load_correspondence, save_correspondence
 from ..retarget.motion_file import Motion, load_motion
 from ..retarget.rig import RigDescription, RigError
-from ..retarget.solve import RigAnimation, SolveOptions, solve
+from ..retarget.solve import RigAnimation, solve
 from . import blender_api
+from .bake_settings import BakeSettings
 from .key_writer import KeyWriter, plan_curves
 from .manifest import ManifestLine, read_manifest
 from .reference_view import ViewChoice, canonical_reference, choose_view, read_snapshot
@@ -42,18 +43,6 @@ OUT_FORMATS = (".blend", ".fbx", ".glb")
 
 class BakeError(ValueError):
     """Bad input to a bake; the message names the input and what to do."""
-
-
-@dataclass
-class BakeSettings:
-    meshes: list[str] | None = None          # face mesh names (default: found automatically)
-    armature: str | None = None
-    solve: SolveOptions = field(default_factory=SolveOptions)
-    start_frame: int | None = None           # default: the scene's start frame
-    correspondence: str | Path | None = None  # reuse this file if it exists, else save it there
-    motion: str | Path | None = None         # bake this motion file instead of generating
-    generation: dict = field(default_factory=dict)   # GenerationOptions fields
-    model: str | Path | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ Lines whose output exists are skipped, so a re-run after a crash or Ctrl+C bakes
 Every path in the manifest must be the same file on every node (a shared folder).
 """
 
+import atexit
 import os
 import re
 import socket
@@ -31,6 +32,10 @@ class BakeWorker:
         from ...blender_addon.bake import LineBaker
 
         started = time.perf_counter()
+        # bpy 4.5's C++ exit handlers can deadlock (a static destructor waits on a thread that
+        # is gone): a worker told to exit by Ray would hang on, orphaned, using CPU. Python's
+        # exit handlers run first, and this one leaves before Blender's.
+        atexit.register(_leave_now)
         self.baker = LineBaker(settings)
         self.baker.load_model()
         self.load_seconds = time.perf_counter() - started
@@ -185,6 +190,12 @@ class _Pool:
         for worker in self.workers:
             self.ray.kill(worker, no_restart=True)
         self.workers = []
+
+
+def _leave_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _named(line: ManifestLine) -> dict:

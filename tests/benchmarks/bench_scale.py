@@ -3,29 +3,40 @@ the sample rig, baked to .glb by `dimitra bake --manifest` in one process, and o
 with 1 and 2 workers.
 
 Each run is a fresh process and starts from nothing (Ray started, model loaded), as a user's
-run does: `dimitra bake --manifest`, and `bake_on_ray` as `--ray local --workers N` runs it. Reported per run: lines per minute of wall time; the model load each worker pays once
+run does: `bake_manifest` as `dimitra bake --manifest` runs it, and `bake_on_ray` as
+`--ray local --workers N` runs it. Reported per run: lines per minute of wall time; the model load each worker pays once
 (the bpy import, the model, the first render and fit is then part of its first line); the
 steady per-line bake time; and Ray's own overhead per line: the worker's wall time between
 lines less the bake itself (the driver's dispatch, the result's trip, the progress bar).
 """
 
 import json
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LINES, LINE_SECONDS = 100, 3.0
 
+# The single-process manifest bake (what `dimitra bake --manifest` runs), left with os._exit:
+# bpy 4.5 can deadlock in its C++ exit handlers.
+_ONE_PROCESS_CHILD = """
+import json, os, sys, time
+started = time.perf_counter()
+from dimitra.blender_addon.bake import bake_manifest
+reports = bake_manifest(sys.argv[1], sys.argv[2], progress=False)
+print(json.dumps({"wall": time.perf_counter() - started, "reports": reports}))
+sys.stdout.flush()
+os._exit(0)
+"""
+
 _RAY_CHILD = """
 import json, sys, time
 started = time.perf_counter()
 from dimitra.backend.scale.bake import bake_on_ray
-from dimitra.blender_addon.bake import BakeSettings
+from dimitra.blender_addon.bake_settings import BakeSettings
 from dimitra.blender_addon.manifest import read_manifest
 manifest, rig, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 run = bake_on_ray(read_manifest(manifest, rig), BakeSettings(), "local", workers, progress=False)
@@ -42,8 +53,8 @@ def make_lines(folder: Path) -> tuple[Path, Path]:
     from dimitra.backend.demo import SPEECH
     from dimitra.backend.media.audio import load_audio
 
-    subprocess.run([sys.executable, "-c", "import sys; from dimitra.blender_addon.sample_rig "
-                    "import save_sample_rig; save_sample_rig(sys.argv[1])",
+    subprocess.run([sys.executable, "-c", "import os, sys; from dimitra.blender_addon.sample_rig "
+                    "import save_sample_rig; save_sample_rig(sys.argv[1]); os._exit(0)",
                     str(folder / "rig.blend")], check=True, capture_output=True)
     speech = load_audio(SPEECH)
     length = int(LINE_SECONDS * 16_000)
@@ -61,13 +72,12 @@ def make_lines(folder: Path) -> tuple[Path, Path]:
 def one_process(rig: Path, manifest: Path, folder: Path) -> dict:
     lines = manifest.read_text().replace("OUT/", "single/")
     (folder / "single.csv").write_text(lines)
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "dimitra.backend.cli", "bake", "--rig", str(rig),
-                          "--manifest", str(folder / "single.csv")],
-                         capture_output=True, text=True, check=True)
-    wall = time.perf_counter() - started
-    seconds = [float(s) for s in re.findall(r"frames, ([\d.]+) s\)", out.stdout)]
-    assert len(seconds) == LINES, out.stdout[-2000:]
+    out = subprocess.run([sys.executable, "-c", _ONE_PROCESS_CHILD, str(folder / "single.csv"),
+                          str(rig)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    wall, reports = result["wall"], result["reports"]
+    assert all(r["status"] == "ok" for r in reports), reports
+    seconds = [r["seconds"] for r in reports]
     median = statistics.median(seconds)
     return {"wall_s": round(wall, 1), "lines_per_min": round(60 * LINES / wall, 1),
             "start_up_s": round(wall - sum(seconds) + seconds[0] - median, 2),

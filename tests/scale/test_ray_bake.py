@@ -14,6 +14,16 @@ from dimitra.backend.cli import main
 
 # bake --ray as the user runs it: its own process, so Ctrl+C and exit codes are real.
 BAKE = [sys.executable, "-m", "dimitra.backend.cli", "bake"]
+# The single-process manifest bake (what `dimitra bake --manifest` runs) in its own process,
+# left with os._exit: bpy 4.5 can deadlock in its C++ exit handlers (a static destructor of
+# bpy's waits on a thread that is gone), and then the process never ends.
+ONE_PROCESS = """
+import os, sys
+from dimitra.blender_addon.bake import bake_manifest
+reports = bake_manifest(sys.argv[1], sys.argv[2], progress=False, out_dir=sys.argv[3])
+sys.stdout.flush()
+os._exit(0 if all(r["status"] == "ok" for r in reports) else 1)
+"""
 
 
 def run_bake(*args, timeout=300) -> subprocess.CompletedProcess:
@@ -35,7 +45,9 @@ def write_manifest(path: Path, rows: list[tuple]) -> Path:
 def test_two_workers_bake_exactly_what_one_process_bakes(sample_rig, speech_lines, tmp_path):
     rows = [(audio, f"{audio.stem}.glb") for audio in speech_lines[:8]]
     manifest = write_manifest(tmp_path / "lines.csv", rows)
-    single = run_bake("--rig", sample_rig, "--manifest", manifest, "--out-dir", tmp_path / "one")
+    single = subprocess.run([sys.executable, "-c", ONE_PROCESS, manifest, sample_rig,
+                             tmp_path / "one"], capture_output=True, text=True, timeout=300,
+                            check=False)
     assert single.returncode == 0, single.stderr
     on_ray = run_bake("--rig", sample_rig, "--manifest", manifest, "--out-dir",
                       tmp_path / "ray", "--ray", "local", "--workers", "2")
@@ -49,7 +61,7 @@ def test_two_workers_bake_exactly_what_one_process_bakes(sample_rig, speech_line
 def test_a_line_that_crashes_its_worker_costs_that_line_only(sample_rig, speech_lines,
                                                              tmp_path):
     from dimitra.backend.scale.bake import BakeWorker, bake_on_ray
-    from dimitra.blender_addon.bake import BakeSettings
+    from dimitra.blender_addon.bake_settings import BakeSettings
     from dimitra.blender_addon.manifest import read_manifest
 
     class KilledOnItsLine(BakeWorker):
@@ -74,6 +86,21 @@ def test_a_line_that_crashes_its_worker_costs_that_line_only(sample_rig, speech_
     assert sorted(p.name for p in (tmp_path / "takes").iterdir()) == sorted(
         f"{audio.stem}.glb" for audio in audios if audio != crash)
     assert len(run.workers) == 2
+    # No worker outlives the run (one stuck in bpy's exit handlers would go on using a core).
+    pids = {w["pid"] for w in run.workers} | {int(r["worker"].split(":")[1])
+                                              for r in run.reports if "worker" in r}
+    deadline = time.monotonic() + 60
+    while any(running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in pids if running(pid)]
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def test_an_interrupted_run_rerun_finishes_the_rest_and_redoes_nothing(sample_rig, speech_lines,
@@ -141,8 +168,9 @@ def test_mixed_rigs_in_one_manifest(sample_rig, speech_lines, tmp_path):
     .glb, which a worker opens and fits separately)."""
     glb_rig = tmp_path / "sample_face.glb"
     subprocess.run([sys.executable, "-c", (
-        "import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
-        "bpy.ops.export_scene.gltf(filepath=sys.argv[2], export_format='GLB', export_morph=True)"),
+        "import os, sys, bpy; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+        "bpy.ops.export_scene.gltf(filepath=sys.argv[2], export_format='GLB', export_morph=True); "
+        "os._exit(0)"),
         str(sample_rig), str(glb_rig)], check=True, capture_output=True, timeout=120)
     garbled = tmp_path / "garbled.wav"
     garbled.write_bytes(b"RIFF" + bytes(range(256)) * 40)
