@@ -6,8 +6,9 @@ tracked landmarks, and compared with its real video (cropped the same way):
   the driving motion and lip vertex error (docs/EVAL.md's, in inter-ocular units) beside the
   static face's and the real video's own crops re-tracked (the tracker's floor); frames where
   no face was found;
-- appearance: PSNR and SSIM over the face (inside the driving face oval) and the mouth patch,
-  for the render, the warp alone and the static reference;
+- appearance: PSNR (the mean of per-frame PSNR, and the PSNR of the clip's pooled squared
+  error) and SSIM over the face (inside the driving face oval) and the mouth patch, for the
+  render, the warp alone and the static reference;
 - stability: flicker, the mean absolute frame-to-frame change outside the mouth patch (0-255
   grey levels), of the render and of the real video;
 - speed: frames per second of the renderer alone (no decoding or encoding), 256 px.
@@ -37,10 +38,14 @@ from .renderer import PhotorealRenderer
 METHODS = ("render", "warp", "static")
 
 
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR in dB of two (H, W, 3) uint8 images over mask (H, W) bool."""
-    error = ((a.astype(np.float64) - b) ** 2)[mask].mean()
-    return float(10 * np.log10(255.0 ** 2 / max(error, 1e-10)))
+def squared_error(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """(sum of squared differences, values summed) of two (H, W, 3) uint8 images over mask."""
+    error = ((a.astype(np.float64) - b) ** 2)[mask]
+    return float(error.sum()), error.size
+
+
+def psnr_of(error_sum: float, count: int) -> float:
+    return float(10 * np.log10(255.0 ** 2 / max(error_sum / max(count, 1), 1e-10)))
 
 
 def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -84,6 +89,7 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
     crop = render.crop
     static = render.warp.image
     scores = {f"{m}_{r}_{k}": [] for m in METHODS for r in ("face", "mouth") for k in ("psnr", "ssim")}
+    pooled = {f"{m}_{r}": [0.0, 0] for m in METHODS for r in ("face", "mouth")}
     flicker = {"render": [], "real": []}
     tracked, tracked_real = [], []
     render_seconds = 0.0
@@ -100,7 +106,10 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
             face, mouth = regions(driving, render.mouth.side, size)
             for method, image in (("render", made), ("warp", warped), ("static", static)):
                 for region, mask in (("face", face), ("mouth", mouth)):
-                    scores[f"{method}_{region}_psnr"].append(psnr(image, real, mask))
+                    error_sum, count = squared_error(image, real, mask)
+                    scores[f"{method}_{region}_psnr"].append(psnr_of(error_sum, count))
+                    pooled[f"{method}_{region}"][0] += error_sum
+                    pooled[f"{method}_{region}"][1] += count
                     scores[f"{method}_{region}_ssim"].append(ssim(image, real, mask))
             if previous is not None:
                 outside = ~(mouth | previous[2])
@@ -131,6 +140,9 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
               "flicker_real": float(np.mean(flicker["real"])),
               "render_fps": count / render_seconds}
     result.update({key: float(np.mean(values)) for key, values in scores.items()})
+    # PSNR of the clip's pooled squared error: the mean of per-frame PSNR above weighs a frame
+    # the warp already matches (near the reference) as much as an open mouth.
+    result.update({f"{key}_psnr_pooled": psnr_of(*sums) for key, sums in pooled.items()})
     if picture is not None and shown is not None:
         cv2.imwrite(str(picture), cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
     return result
