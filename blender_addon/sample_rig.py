@@ -2,7 +2,7 @@
 
 A head mesh on the 478-point topology with the 52 ARKit shape keys, skinned to a neck/head
 armature with jaw and eye bones, four materials, and a front camera. Generated, never edited
-by hand: `python -m blender_addon.sample_rig --out sample_face.blend`.
+by hand: `python -m dimitra.blender_addon.sample_rig --out sample_face.blend`.
 """
 
 import argparse

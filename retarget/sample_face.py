@@ -4,7 +4,7 @@ A head on the 478-point topology (vertex i is landmark i; the irises are small d
 behind by a skull, with eyeballs and a dark mouth interior so a render reads as a face; 52
 ARKit-named keys, each a smooth displacement field written below from what the ARKit
 reference describes; a neck/head/jaw/eye armature. The Blender build
-(`python -m blender_addon.sample_rig`) and the numpy tests share this one definition.
+(`python -m dimitra.blender_addon.sample_rig`) and the numpy tests share this one definition.
 Scene axes are Blender's (Z up, the face looks along -Y), metres.
 """
 
