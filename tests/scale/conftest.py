@@ -16,7 +16,6 @@ import pytest
 _HOME = Path(tempfile.mkdtemp(prefix="dimitra-scale-tests-"))
 os.environ.setdefault("BLENDER_USER_RESOURCES", str(_HOME / "blender"))
 os.environ.setdefault("XDG_CACHE_HOME", str(_HOME / "cache"))
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 if importlib.util.find_spec("bpy") is None:
     pytest.skip("bpy is not installed", allow_module_level=True)
 pytest.importorskip("ray")

@@ -45,9 +45,10 @@ def write_manifest(path: Path, rows: list[tuple]) -> Path:
 def test_two_workers_bake_exactly_what_one_process_bakes(sample_rig, speech_lines, tmp_path):
     rows = [(audio, f"{audio.stem}.glb") for audio in speech_lines[:8]]
     manifest = write_manifest(tmp_path / "lines.csv", rows)
+    # One thread for the model, as Ray gives each one-CPU worker (OMP_NUM_THREADS=1).
     single = subprocess.run([sys.executable, "-c", ONE_PROCESS, manifest, sample_rig,
                              tmp_path / "one"], capture_output=True, text=True, timeout=300,
-                            check=False)
+                            check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert single.returncode == 0, single.stderr
     on_ray = run_bake("--rig", sample_rig, "--manifest", manifest, "--out-dir",
                       tmp_path / "ray", "--ray", "local", "--workers", "2")
