@@ -8,6 +8,7 @@ Python traceback instead."""
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -579,5 +580,18 @@ def _raised_by_project(error: Exception) -> bool:
             and linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise "))
 
 
+def run() -> None:
+    """The `dimitra` command: `main`, then exit. After a command that imported bpy (bake), the
+    process leaves with os._exit once its output is flushed: bpy 4.5 can deadlock for ever in
+    its own static destructors at a normal exit (seen under gdb waiting on its
+    delayed_close_thread), and there is nothing left to tear down by then."""
+    status = int(main() or 0)
+    if "bpy" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
