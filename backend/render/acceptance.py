@@ -8,7 +8,8 @@ tracked landmarks, and compared with its real video (cropped the same way):
   no face was found;
 - appearance: PSNR (the mean of per-frame PSNR, and the PSNR of the clip's pooled squared
   error) and SSIM over the face (inside the driving face oval) and the mouth patch, for the
-  render, the warp alone and the static reference;
+  render, the warp alone and the static reference, on every frame but the first (the
+  reference itself);
 - stability: flicker, the mean absolute frame-to-frame change outside the mouth patch (0-255
   grey levels), of the render and of the real video;
 - speed: frames per second of the renderer alone (no decoding or encoding), 256 px.
@@ -104,7 +105,10 @@ def evaluate_clip(dataset: Path, clip: dict, segment: dict, mouth_net: MouthNet,
             warped = warp.render(landmarks[index])
             driving = crop.to_crop(landmarks[index])
             face, mouth = regions(driving, render.mouth.side, size)
-            for method, image in (("render", made), ("warp", warped), ("static", static)):
+            # Frame 0 is the reference itself, reproduced exactly by the warp and the static
+            # face (PSNR without bound): appearance is scored on the frames it drives.
+            scored = (("render", made), ("warp", warped), ("static", static)) if index else ()
+            for method, image in scored:
                 for region, mask in (("face", face), ("mouth", mouth)):
                     error_sum, count = squared_error(image, real, mask)
                     scores[f"{method}_{region}_psnr"].append(psnr_of(error_sum, count))
