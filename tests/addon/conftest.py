@@ -50,9 +50,7 @@ def addon():
     import bpy
 
     from dimitra import blender_addon
-    from dimitra.blender_addon import generate_job
-
-    from dimitra.blender_addon import operators, saved_takes
+    from dimitra.blender_addon import generate_job, operators, saved_takes
 
     blender_addon.register()
     yield blender_addon
