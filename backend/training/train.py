@@ -286,6 +286,9 @@ def main(argv=None) -> None:
     if rank == 0:
         plot_losses(out)
     if distributed:
+        # Every rank waits for rank 0's last files: a rank that tears its gloo connections down
+        # while rank 0 still writes (slow on a loaded machine) can abort the other.
+        dist.barrier()
         dist.destroy_process_group()
 
 
