@@ -91,11 +91,13 @@ def normalise_line(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
 
 def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
                   ridge: float = 10.0, gain: float = 2.0,
-                  context: tuple[int, ...] = DEFAULT_CONTEXT) -> LipsHead:
+                  context: tuple[int, ...] = DEFAULT_CONTEXT,
+                  frame_weights: list[np.ndarray] | None = None) -> LipsHead:
     """Ridge regression over training segments [(features (T, F), lower (T, K_l) whitened)].
 
     ridge is relative to the number of frames (lambda = ridge * frames on standardised inputs),
-    so its meaning does not change with the amount of data."""
+    so its meaning does not change with the amount of data. frame_weights: [(T,)] per segment,
+    how much each frame counts in the fit (1 = as any other)."""
     if not segments:
         raise ValueError("no training segments to fit the lips head on")
     raw = np.concatenate([f for f, _ in segments]).astype(np.float64)
@@ -111,8 +113,10 @@ def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
     mean, std = inputs.mean(axis=0), inputs.std(axis=0) + 1e-6
     inputs = (inputs - mean) / std
     target_mean = targets.mean(axis=0)
-    gram = inputs.T @ inputs + ridge * len(inputs) * np.eye(inputs.shape[1])
-    weights = np.linalg.solve(gram, inputs.T @ (targets - target_mean))
+    rows = np.ones(len(inputs)) if frame_weights is None else np.concatenate(frame_weights)
+    rows = rows * len(rows) / rows.sum()                   # weights average 1: ridge keeps its scale
+    gram = (inputs * rows[:, None]).T @ inputs + ridge * len(inputs) * np.eye(inputs.shape[1])
+    weights = np.linalg.solve(gram, (inputs * rows[:, None]).T @ (targets - target_mean))
     head.input_mean, head.input_std = mean.astype(np.float32), std.astype(np.float32)
     head.weights, head.bias = weights.astype(np.float32), target_mean.astype(np.float32)
     head.output_scale = float(np.mean(spreads))

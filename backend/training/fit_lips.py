@@ -14,16 +14,21 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
+
+from ...retarget.face.measures import inner_lip_gap
 from ..dataset.index import load_features
+from ..features.speech_activity import speech_frames
 from ..model.checkpoint import load_bundle, save_with_lips_head
 from ..model.lips_head import DEFAULT_CONTEXT, LipsHead, fit_lips_head
 from .av_offsets import load_offsets, shift_features
-from .windows import list_segments
+from .windows import CLOSED_GAP, list_segments
 
 
 def lips_training_segments(dataset: str | Path, split: str, space, features: str,
                            offsets: dict[str, int] | None = None, lead: int = 0) -> list[tuple]:
-    """[(features (T, F), whitened lower-face motion (T, K_l))] for every segment of `split`;
+    """[(features (T, F), whitened lower-face motion (T, K_l), lips closed in speech (T,) bool)]
+    for every segment of `split`;
     a segment's features are shifted by its audio-video offset (frames) when one is given,
     less `lead` for all: the head then moves the lips `lead` frames earlier."""
     from ...retarget.motion_file import load_motion
@@ -38,16 +43,20 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
         speech = shift_features(speech[:frames], offset)
         coefficients = space.encode(motion.extras["canonical"][:frames], motion.extras["neutral"],
                                     motion.pose[:frames])[:, lower]
-        out.append((speech, coefficients))
+        closed = ((inner_lip_gap(motion.extras["canonical"][:frames]) < CLOSED_GAP)
+                  & speech_frames(motion.extras["audio"], frames, motion.fps))
+        out.append((speech, coefficients, closed))
     return out
 
 
 def fit_from_dataset(dataset: str | Path, model: str | Path, split: str, features: str,
                      offsets: dict[str, int] | None = None, ridge: float = 10.0,
-                     gain: float = 2.0, lead: int = 0) -> LipsHead:
+                     gain: float = 2.0, lead: int = 0, closure_weight: float = 1.0) -> LipsHead:
     space = load_bundle(model, network=False).motion_space
     segments = lips_training_segments(dataset, split, space, features, offsets, lead)
-    return fit_lips_head(segments, features, ridge=ridge, gain=gain)
+    return fit_lips_head([(f, lower) for f, lower, _ in segments], features, ridge=ridge,
+                         gain=gain, frame_weights=[np.where(closed, closure_weight, 1.0)
+                                                   for _, _, closed in segments])
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,6 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lead", type=int, default=0,
                         help="frames the lips move earlier than the offsets alone say: the "
                              "model's audio_delay option (default 1) delays them again")
+    parser.add_argument("--closure-weight", type=float, default=1.0,
+                        help="how much frames with the lips together in speech count in the "
+                             "fit against the others (default 1)")
     parser.add_argument("--gain", type=float, default=2.0,
                         help="amplitude restored after the fit's shrinkage (default 2)")
     return parser.parse_args(argv)
@@ -78,9 +90,10 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     offsets = load_offsets(args.av_offsets) if args.av_offsets else None
     head = fit_from_dataset(args.dataset, args.model, args.split, args.features, offsets,
-                            args.ridge, args.gain, args.lead)
+                            args.ridge, args.gain, args.lead, args.closure_weight)
     meta = {"lips_head": {"split": args.split, "features": args.features, "ridge": args.ridge,
-                          "gain": args.gain, "lead": args.lead, "context": list(DEFAULT_CONTEXT),
+                          "gain": args.gain, "lead": args.lead,
+                          "closure_weight": args.closure_weight, "context": list(DEFAULT_CONTEXT),
                           "av_offsets": Path(args.av_offsets).name if args.av_offsets else None}}
     save_with_lips_head(args.model, head, args.out, meta)
     print(f"{args.out}: lips head on {args.split} ({args.features}) in "
