@@ -26,6 +26,7 @@ import numpy as np
 DEFAULT_CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
 # A line's own feature statistics count as this many frames' worth against the training ones.
 SHRINK_FRAMES = 100
+CHUNK_FRAMES = 4096
 
 
 @dataclass
@@ -48,16 +49,19 @@ class LipsHead:
         if features.ndim != 2 or features.shape[1] != len(self.feature_mean):
             raise ValueError(f"the lips head takes (T, {len(self.feature_mean)}) "
                              f"{self.features} features, got {features.shape}")
-        inputs = (self.stacked(features) - self.input_mean) / self.input_std
-        return ((inputs @ self.weights) * self.gain + self.bias) * self.output_scale
+        normalised = normalise_line(features, self.feature_mean, self.feature_std)
+        out = np.empty((len(features), self.weights.shape[1]), np.float32)
+        # In pieces: an hour's stacked inputs would be (90000, C * F), over a gigabyte.
+        for start in range(0, len(features), CHUNK_FRAMES):
+            part = slice(start, start + CHUNK_FRAMES)
+            inputs = (_stack(normalised, self.context, part) - self.input_mean) / self.input_std
+            out[part] = ((inputs @ self.weights) * self.gain + self.bias) * self.output_scale
+        return out
 
     def stacked(self, features: np.ndarray) -> np.ndarray:
         """(T, F) raw features -> (T, C * F) line-normalised features of the context frames."""
         normalised = normalise_line(features, self.feature_mean, self.feature_std)
-        frames = np.arange(len(features))
-        rows = [normalised[np.clip(frames + offset, 0, len(features) - 1)]
-                for offset in self.context]
-        return np.concatenate(rows, axis=1).astype(np.float32)
+        return _stack(normalised, self.context, slice(0, len(features)))
 
     # -- storage (tensors + one JSON field of the model file) ----------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -73,6 +77,14 @@ class LipsHead:
         fields = {key.removeprefix("lips_head."): value for key, value in arrays.items()}
         return cls(features=header["features"], output_scale=float(header["output_scale"]),
                    gain=float(header["gain"]), **fields)
+
+
+def _stack(normalised: np.ndarray, context: np.ndarray, frames: slice) -> np.ndarray:
+    """(T, F) -> (n, C * F): for each frame of `frames`, the rows of its context frames (the
+    line's edge frames held)."""
+    rows = np.arange(len(normalised))[frames]
+    index = np.clip(rows[:, None] + np.asarray(context)[None, :], 0, len(normalised) - 1)
+    return normalised[index].reshape(len(rows), -1).astype(np.float32, copy=False)
 
 
 def normalise_line(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
