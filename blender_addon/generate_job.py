@@ -59,7 +59,6 @@ TICK_BUDGET_S = 0.012      # mesh reading or key writing per tick: under 30 ms a
                            # when a slice runs long (the worker thread holds the GIL at times)
 REQUEST_TIMEOUT_S = 3.0    # a backend must accept a job this fast ...
 SERVER_SILENCE_S = 5.0     # ... and never stay silent longer during one
-FACE_REGIONS = ("mouth", "eyes", "gaze", "brows")   # what `strength` scales
 
 
 @dataclass
