@@ -51,8 +51,6 @@ class Animator:
         # ("whisper-tiny-en" and "whisper-tiny-en+whisper-base"), each part runs once per line.
         names = self.bundle.feature_extractor.split("+") + (head.features.split("+") if head else [])
         self.extractors = {name: get_extractor(name) for name in dict.fromkeys(names)}
-        self.extractor = self.extractors[names[0]] if "+" not in self.bundle.feature_extractor \
-            else get_extractor(self.bundle.feature_extractor)
         self._encoded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
 
     def _features(self, audio_16k: np.ndarray, name: str) -> np.ndarray:
@@ -77,9 +75,12 @@ class Animator:
     def audio_conditioning(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """Features, silence and bilabials for `MotionGenerator.generate` (keyword arguments)."""
         features = self.speech_features(audio_16k)
-        return audio_conditioning(features, audio_16k, options, self.bundle.feature_extractor,
-                                  self.language(audio_16k, options)["code"],
-                                  self.lip_features(audio_16k))
+        conditioning = audio_conditioning(features, audio_16k, options,
+                                          self.bundle.feature_extractor,
+                                          self.language(audio_16k, options)["code"],
+                                          self.lip_features(audio_16k))
+        self._encoded = None      # an hour's audio is not kept between requests
+        return conditioning
 
     def language(self, audio_16k: np.ndarray, options: GenerationOptions) -> dict:
         """{"code": ISO code or None (unknown), "probability": float or None, "detected": bool}:
@@ -116,6 +117,7 @@ class Animator:
         conditioning = audio_conditioning(features, audio, request.options,
                                           self.bundle.feature_extractor, language["code"],
                                           self.lip_features(audio))
+        self._encoded = None      # an hour's audio is not kept between requests
         feature_seconds = time.perf_counter() - started
         report("sampling", 0.3)
         motion = generate_motion(self.generator, conditioning, reference.canonical, reference.head_pose,
