@@ -2,7 +2,9 @@
 
 Straight-line: build (or load) the self-reenactment pairs of the `train` split (pairs.py),
 hold out whole train clips for choosing the checkpoint (never `dev` or `unseen`), train with
-L1 + SSIM on the feathered patch the renderer lays back, keep the best held-out weights, and
+L1 + SSIM on the feathered patch the renderer lays back (`--augment strong` adds colour,
+scale, blur and noise; `--adversarial-weight` a patch discriminator trained from scratch),
+keep the best held-out weights (held-out loss: L1 + SSIM, whatever the training loss), and
 write them as safetensors and as the ONNX file the renderer runs (`--install` copies it to
 backend/render/weights/). One torch thread by default: the machine is shared.
 """
@@ -128,6 +130,67 @@ def augment(inputs: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
     return inputs, (target * gain).clamp(0, 1)
 
 
+def augment_strong(inputs: torch.Tensor, target: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Other cameras and faces than train's: on top of `augment`, per pair and alike for all
+    its pictures (warped, reference, target; the lip masks move with them) a colour cast
+    (per-channel gain 0.85-1.15, gamma 0.8-1.25), a zoom of 0.88-1.12 with a shift of up to
+    4 px, a blur (a third of the pairs, sigma 0.4-1.4 px: soft sources) and sensor noise (a
+    third, sigma up to 0.02, drawn apart for each picture)."""
+    inputs, target = augment(inputs, target)
+    count = len(inputs)
+    images = torch.cat([inputs[:, :6], target], dim=1).reshape(count, 3, 3, PATCH, PATCH)
+    cast = 0.85 + 0.3 * torch.rand(count, 1, 3, 1, 1)
+    gamma = torch.exp((torch.rand(count, 1, 1, 1, 1) - 0.5) * 2 * math.log(1.25))
+    images = (images.clamp(1e-4, 1) ** gamma * cast).clamp(0, 1).reshape(count, 9, PATCH, PATCH)
+    everything = torch.cat([images, inputs[:, 6:]], dim=1)                  # (N, 11, P, P)
+    zoom = 0.88 + 0.24 * torch.rand(count)
+    shift = (torch.rand(count, 2) - 0.5) * 2 * (4 / (PATCH / 2))
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1 / zoom
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(everything.shape), align_corners=False)
+    everything = F.grid_sample(everything, grid, mode="bilinear", padding_mode="border",
+                               align_corners=False)
+    blurred = torch.rand(count) < 1 / 3
+    if blurred.any():
+        sigma = 0.4 + torch.rand(int(blurred.sum())) * 1.0
+        offsets = torch.arange(-3, 4, dtype=torch.float32)
+        kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+        kernel = kernel / kernel.sum(dim=1, keepdim=True)                 # (B, 7)
+        part = everything[blurred, :9]
+        batch = len(part)
+        flat = part.reshape(1, batch * 9, PATCH, PATCH)
+        weights = kernel.repeat_interleave(9, dim=0)                        # (B*9, 7)
+        flat = F.conv2d(F.pad(flat, (3, 3, 0, 0), mode="replicate"),
+                        weights[:, None, None, :], groups=batch * 9)
+        flat = F.conv2d(F.pad(flat, (0, 0, 3, 3), mode="replicate"),
+                        weights[:, None, :, None], groups=batch * 9)
+        everything[blurred, :9] = flat.reshape(batch, 9, PATCH, PATCH)
+    noisy = (torch.rand(count) < 1 / 3).float()[:, None, None, None]
+    noise = torch.randn(count, 9, PATCH, PATCH) * 0.02 * torch.rand(count, 1, 1, 1) * noisy
+    everything[:, :9] = (everything[:, :9] + noise).clamp(0, 1)
+    return (torch.cat([everything[:, :6], everything[:, 9:]], dim=1), everything[:, 6:9])
+
+
+class PatchDiscriminator(nn.Module):
+    """Real or made, per 38 px window of the mouth: (N, 5, 96, 96) a patch and its driving lip
+    masks -> (N, 1, 10, 10) scores. Trained from scratch with the network (no
+    pretrained network is downloadable here); used only in training, never exported."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(5, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.GroupNorm(4, 2 * width), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * width, 4 * width, 4, 2, 1), nn.GroupNorm(4, 4 * width),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(4 * width, 1, 3, 1, 0))
+
+    def forward(self, patch: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return self.layers(torch.cat([patch, masks], dim=1))
+
+
 # ---------------------------------------------------------------------------------------------
 # Export
 # ---------------------------------------------------------------------------------------------
@@ -164,6 +227,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="score the patch as the renderer lays it (the change feathered, "
                              "every pixel counted) instead of the raw patch weighted by the "
                              "feather")
+    parser.add_argument("--augment", choices=("light", "strong"), default="light",
+                        help="light: mirror and brightness; strong: also colour cast, zoom, "
+                             "blur and noise")
+    parser.add_argument("--adversarial-weight", type=float, default=0.0,
+                        help="weight of a patch discriminator's hinge loss (0: none)")
+    parser.add_argument("--adversarial-start", type=float, default=0.2,
+                        help="share of the time budget before the discriminator joins")
     parser.add_argument("--install", action="store_true",
                         help=f"copy the best ONNX file to {WEIGHTS}")
     return parser.parse_args(argv)
@@ -194,6 +264,11 @@ def main(argv=None) -> int:
     weight = torch.from_numpy(feather())[None, None]
     held_inputs, held_target = to_inputs(pairs, held_rows)
 
+    augmenter = augment_strong if args.augment == "strong" else augment
+    critic = PatchDiscriminator() if args.adversarial_weight > 0 else None
+    critic_optimiser = (torch.optim.Adam(critic.parameters(), lr=args.lr / 4, betas=(0.5, 0.99))
+                        if critic is not None else None)
+
     def loss_of(output: torch.Tensor, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if args.deployed_blend:
             return patch_loss(as_deployed(output, inputs[:, :3], weight), target,
@@ -219,11 +294,25 @@ def main(argv=None) -> int:
         progress = (time.perf_counter() - started) / budget_s
         for group in optimiser.param_groups:   # cosine decay over the time budget
             group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        inputs, target = augment(*to_inputs(pairs, rng.choice(train_rows, args.batch)))
-        loss = loss_of(model(inputs), inputs, target)
+        inputs, target = augmenter(*to_inputs(pairs, rng.choice(train_rows, args.batch)))
+        output = model(inputs)
+        loss = loss_of(output, inputs, target)
+        adversarial = critic is not None and progress >= args.adversarial_start
+        if adversarial:   # hinge loss; the generator is scored on the feathered patch
+            shown = as_deployed(output, inputs[:, :3], weight)
+            loss = loss - args.adversarial_weight * critic(shown, inputs[:, 6:]).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        if adversarial:
+            # The real patch laid over the warp the same way: outside the feather both are the
+            # warp, so the critic can only judge what the network paints.
+            real = as_deployed(target, inputs[:, :3], weight)
+            critic_loss = (F.relu(1 - critic(real, inputs[:, 6:])).mean()
+                           + F.relu(1 + critic(shown.detach(), inputs[:, 6:])).mean())
+            critic_optimiser.zero_grad()
+            critic_loss.backward()
+            critic_optimiser.step()
         step += 1
         if step % 100 == 0:
             held_loss, warp_loss = held_out_loss()
