@@ -103,7 +103,8 @@ class MotionGenerator:
         marks frames without sound, where the face comes to rest. progress(fraction) is
         called after every window (the service reports it, and cancels jobs by raising there).
         lip_features (T, F_l): the features of the model's lips head (bundle.lips_head), which
-        then makes options.lips_head of the lower face, the network's draw the rest.
+        then makes options.lips_head of the lower face, the network's draw the rest, and closes
+        the lips where its closure map says, as on the bilabial marks.
         """
         options = options or GenerationOptions()
         options.validate()
@@ -117,6 +118,9 @@ class MotionGenerator:
         std = space.motion_std.astype(np.float32)
         pose_slice = space.region_slices()["pose"]
         identity = space.identity_code(neutral)[None].astype(np.float32)
+        if head is not None:             # the head's own closures join the p, b, m marks
+            head_marks = head.closure_marks(_delayed(lip_features, options.audio_delay))
+            bilabials = head_marks if bilabials is None else np.maximum(bilabials, head_marks)
         closure = self._closure_guide(neutral, bilabials, options.closure_guidance, frames)
         motion = np.zeros((frames, space.motion_dim), np.float32)   # raw (un-whitened) units
         start, index = 0, 0

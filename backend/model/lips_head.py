@@ -16,6 +16,13 @@ Targets are each training segment's coefficients divided by that segment's own m
 so a speaker who opens wide does not weigh more than one who mumbles; `output_scale` puts the
 typical spread back. `gain` undoes the shrinkage that regularisation (and uncertainty) gives
 a least-squares fit, so the mouth moves about as much as a real one.
+
+Closures: a linear map blurs them (a quick closure between two vowels becomes a shallow dip),
+so the same inputs also feed a second map, fitted in the same solve, to "the lips are together"
+(1 on frames where the real lips touch during speech, 0 elsewhere). Each run of frames where
+that score passes `closure_threshold` marks one closure at its peak; the generator closes the
+lips there as it does on p, b, m. It learns every closure the video shows, not only bilabials:
+the pauses between words, a speaker's habits.
 """
 
 from dataclasses import dataclass
@@ -27,6 +34,8 @@ DEFAULT_CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
 # A line's own feature statistics count as this many frames' worth against the training ones.
 SHRINK_FRAMES = 100
 CHUNK_FRAMES = 4096
+# Two lip closures are at least this many frames apart on each side (25 fps: 80 ms).
+CLOSURE_SPACING = 2
 
 
 @dataclass
@@ -41,21 +50,46 @@ class LipsHead:
     bias: np.ndarray               # (K_l,)
     output_scale: float            # typical motion spread of a training segment (whitened units)
     gain: float = 1.0
+    closure_weights: np.ndarray | None = None   # (C * F,) the "lips together" map, if fitted
+    closure_bias: float = 0.0
+    closure_threshold: float = 0.2   # score above which a run of frames holds a closure
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """features (T, F) at 25 fps of `self.features` -> (T, K_l) whitened lower-face
         coefficients of the motion space the head was fitted in."""
+        return self._apply(features, self.weights, self.bias, self.gain * self.output_scale,
+                           self.output_scale)
+
+    def closure_marks(self, features: np.ndarray) -> np.ndarray:
+        """features (T, F) -> (T,) float32: 1 on one frame per predicted lip closure (a peak of
+        the "lips together" score over closure_threshold), 0 elsewhere; all 0 when the head has
+        no closure map."""
+        marks = np.zeros(len(features), np.float32)
+        if self.closure_weights is None:
+            return marks
+        score = self._apply(features, self.closure_weights[:, None],
+                            np.float32(self.closure_bias), 1.0, 1.0)[:, 0]
+        # Peaks: the highest score within CLOSURE_SPACING frames either side (ties to the
+        # first), so a noisy run over the threshold still marks one closure.
+        padded = np.pad(score, CLOSURE_SPACING, constant_values=-np.inf)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * CLOSURE_SPACING + 1)
+        peak = (np.argmax(windows, axis=1) == CLOSURE_SPACING) & (score > self.closure_threshold)
+        marks[peak] = 1.0
+        return marks
+
+    def _apply(self, features, weights, bias, scale, bias_scale) -> np.ndarray:
+        """(T, F) raw features -> (T, K) = (inputs @ weights) * scale + bias * bias_scale."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != len(self.feature_mean):
             raise ValueError(f"the lips head takes (T, {len(self.feature_mean)}) "
                              f"{self.features} features, got {features.shape}")
         normalised = normalise_line(features, self.feature_mean, self.feature_std)
-        out = np.empty((len(features), self.weights.shape[1]), np.float32)
+        out = np.empty((len(features), weights.shape[1]), np.float32)
         # In pieces: an hour's stacked inputs would be (90000, C * F), over a gigabyte.
         for start in range(0, len(features), CHUNK_FRAMES):
             part = slice(start, start + CHUNK_FRAMES)
             inputs = (_stack(normalised, self.context, part) - self.input_mean) / self.input_std
-            out[part] = ((inputs @ self.weights) * self.gain + self.bias) * self.output_scale
+            out[part] = (inputs @ weights) * scale + bias * bias_scale
         return out
 
     def stacked(self, features: np.ndarray) -> np.ndarray:
@@ -66,17 +100,20 @@ class LipsHead:
     # -- storage (tensors + one JSON field of the model file) ----------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         names = ("context", "feature_mean", "feature_std", "input_mean", "input_std", "weights",
-                 "bias")
+                 "bias") + (() if self.closure_weights is None else ("closure_weights",))
         return {f"lips_head.{name}": np.ascontiguousarray(getattr(self, name)) for name in names}
 
     def header(self) -> dict:
-        return {"features": self.features, "output_scale": self.output_scale, "gain": self.gain}
+        return {"features": self.features, "output_scale": self.output_scale, "gain": self.gain,
+                "closure_bias": self.closure_bias, "closure_threshold": self.closure_threshold}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], header: dict) -> "LipsHead":
         fields = {key.removeprefix("lips_head."): value for key, value in arrays.items()}
+        closure = {name: float(header[name]) for name in ("closure_bias", "closure_threshold")
+                   if name in header}
         return cls(features=header["features"], output_scale=float(header["output_scale"]),
-                   gain=float(header["gain"]), **fields)
+                   gain=float(header["gain"]), **closure, **fields)
 
 
 def _stack(normalised: np.ndarray, context: np.ndarray, frames: slice) -> np.ndarray:
@@ -104,12 +141,15 @@ def normalise_line(features: np.ndarray, mean: np.ndarray, std: np.ndarray,
 def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
                   ridge: float = 10.0, gain: float = 2.0,
                   context: tuple[int, ...] = DEFAULT_CONTEXT,
-                  frame_weights: list[np.ndarray] | None = None) -> LipsHead:
+                  frame_weights: list[np.ndarray] | None = None,
+                  closed: list[np.ndarray] | None = None,
+                  closure_threshold: float = 0.2) -> LipsHead:
     """Ridge regression over training segments [(features (T, F), lower (T, K_l) whitened)].
 
     ridge is relative to the number of frames (lambda = ridge * frames on standardised inputs),
     so its meaning does not change with the amount of data. frame_weights: [(T,)] per segment,
-    how much each frame counts in the fit (1 = as any other)."""
+    how much each frame counts in the fit (1 = as any other). closed: [(T,) bool] per segment,
+    the frames with the lips together in speech; given, the head also gets its closure map."""
     if not segments:
         raise ValueError("no training segments to fit the lips head on")
     raw = np.concatenate([f for f, _ in segments]).astype(np.float64)
@@ -122,6 +162,8 @@ def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
     spreads = [_spread(lower) for _, lower in segments]
     inputs = np.concatenate([head.stacked(f) for f, _ in segments]).astype(np.float64)
     targets = np.concatenate([lower / spread for (_, lower), spread in zip(segments, spreads)])
+    if closed is not None:                      # one more column: the "lips together" map
+        targets = np.concatenate([targets, np.concatenate(closed)[:, None]], axis=1)
     mean, std = inputs.mean(axis=0), inputs.std(axis=0) + 1e-6
     inputs = (inputs - mean) / std
     target_mean = targets.mean(axis=0)
@@ -130,6 +172,11 @@ def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
     gram = (inputs * rows[:, None]).T @ inputs + ridge * len(inputs) * np.eye(inputs.shape[1])
     weights = np.linalg.solve(gram, (inputs * rows[:, None]).T @ (targets - target_mean))
     head.input_mean, head.input_std = mean.astype(np.float32), std.astype(np.float32)
+    if closed is not None:
+        head.closure_weights = weights[:, -1].astype(np.float32)
+        head.closure_bias = float(target_mean[-1])
+        head.closure_threshold = closure_threshold
+        weights, target_mean = weights[:, :-1], target_mean[:-1]
     head.weights, head.bias = weights.astype(np.float32), target_mean.astype(np.float32)
     head.output_scale = float(np.mean(spreads))
     return head

@@ -51,12 +51,16 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
 
 def fit_from_dataset(dataset: str | Path, model: str | Path, split: str, features: str,
                      offsets: dict[str, int] | None = None, ridge: float = 10.0,
-                     gain: float = 2.0, lead: int = 0, closure_weight: float = 1.0) -> LipsHead:
+                     gain: float = 2.0, lead: int = 0, closure_weight: float = 1.0,
+                     closure_threshold: float | None = None) -> LipsHead:
+    """closure_threshold: fit the head's closure map too, marking closures above it."""
     space = load_bundle(model, network=False).motion_space
     segments = lips_training_segments(dataset, split, space, features, offsets, lead)
+    closed = None if closure_threshold is None else [closed for _, _, closed in segments]
     return fit_lips_head([(f, lower) for f, lower, _ in segments], features, ridge=ridge,
                          gain=gain, frame_weights=[np.where(closed, closure_weight, 1.0)
-                                                   for _, _, closed in segments])
+                                                   for _, _, closed in segments],
+                         closed=closed, closure_threshold=closure_threshold or 0.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--closure-weight", type=float, default=1.0,
                         help="how much frames with the lips together in speech count in the "
                              "fit against the others (default 1)")
+    parser.add_argument("--closures", type=float, metavar="THRESHOLD",
+                        help="also fit the closure map (lips together, from the features) and "
+                             "close the lips where its score passes THRESHOLD (default: no map)")
     parser.add_argument("--gain", type=float, default=2.0,
                         help="amplitude restored after the fit's shrinkage (default 2)")
     return parser.parse_args(argv)
@@ -90,10 +97,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     offsets = load_offsets(args.av_offsets) if args.av_offsets else None
     head = fit_from_dataset(args.dataset, args.model, args.split, args.features, offsets,
-                            args.ridge, args.gain, args.lead, args.closure_weight)
+                            args.ridge, args.gain, args.lead, args.closure_weight, args.closures)
     meta = {"lips_head": {"split": args.split, "features": args.features, "ridge": args.ridge,
                           "gain": args.gain, "lead": args.lead,
-                          "closure_weight": args.closure_weight, "context": list(DEFAULT_CONTEXT),
+                          "closure_weight": args.closure_weight, "closures": args.closures,
+                          "context": list(DEFAULT_CONTEXT),
                           "av_offsets": Path(args.av_offsets).name if args.av_offsets else None}}
     save_with_lips_head(args.model, head, args.out, meta)
     print(f"{args.out}: lips head on {args.split} ({args.features}) in "
