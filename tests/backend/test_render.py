@@ -17,8 +17,10 @@ from dimitra.backend.evaluation.metrics import aperture_corr, mouth_open, normal
 from dimitra.backend.media.audio import load_audio, write_wav_atomic
 from dimitra.backend.media.video import iter_frames, probe_video
 from dimitra.backend.model.checkpoint import DEFAULT_MODEL
+from dimitra.backend.render.acceptance import lve_parts
 from dimitra.backend.render.mouth_net import WEIGHTS
 from dimitra.backend.tracking.face_tracker import FaceTracker
+from dimitra.retarget.face import canonical, topology
 from dimitra.retarget.motion_file import Motion, load_motion, save_motion
 
 pytestmark = [pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no shipped model"),
@@ -150,3 +152,26 @@ def test_an_existing_video_is_replaced_whole_as_animate_replaces_its_motion_file
     assert dimitra(["render", str(take["motion"]), "--ref", str(REFERENCE_IMAGE), "--out", str(out),
                     "--warp-only"]) == 0
     assert sum(1 for _ in iter_frames(out)) == round(SECONDS * 25)
+
+
+def talking_face(openings: np.ndarray) -> np.ndarray:
+    """(T, 478, 3) the canonical face (IOD 1, y up) with its lower lip dropped by openings (T,)."""
+    face = canonical.load_canonical_face()
+    lower_lip = [i for i in topology.LIPS if face[i, 1] < face[topology.LOWER_INNER_LIP, 1] + 1e-6]
+    frames = np.repeat(face[None], len(openings), axis=0)
+    frames[:, lower_lip, 1] -= openings[:, None]
+    return frames
+
+
+def test_the_acceptance_reads_a_render_that_under_opens_its_mouth():
+    """The renderer's acceptance says where a render's lip error is (docs/MODEL_CARD.md reads
+    it): a render whose re-tracked mouth opens half as far as the driving one reads an opening
+    gain of one half, and its error sits on the open frames, not the closed ones."""
+    # Short openings between closed stretches, as in speech.
+    openings = 0.3 * np.clip(3 * np.sin(np.linspace(0, 12 * np.pi, 300)) - 2, 0, None)
+    driving = normalise_sequence(talking_face(openings)).landmarks
+    rendered = normalise_sequence(talking_face(openings / 2)).landmarks
+    parts = lve_parts(rendered, driving)
+    assert parts["open_gain"] == pytest.approx(0.5, abs=0.02)
+    assert parts["lve_open"] > 3 * parts["lve_closed"]
+    assert lve_parts(driving, driving)["open_gain"] == pytest.approx(1.0)
