@@ -53,12 +53,18 @@ class LipsHead:
     closure_weights: np.ndarray | None = None   # (C * F,) the "lips together" map, if fitted
     closure_bias: float = 0.0
     closure_threshold: float = 0.2   # score above which a run of frames holds a closure
+    smoothing: float = 0.0           # weight of each neighbour frame in a 3-tap smoothing
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """features (T, F) at 25 fps of `self.features` -> (T, K_l) whitened lower-face
         coefficients of the motion space the head was fitted in."""
-        return self._apply(features, self.weights, self.bias, self.gain * self.output_scale,
-                           self.output_scale)
+        lower = self._apply(features, self.weights, self.bias, self.gain * self.output_scale,
+                            self.output_scale)
+        if self.smoothing and len(lower) > 1:     # the map's frame-to-frame jitter, not motion
+            padded = np.concatenate([lower[:1], lower, lower[-1:]])
+            lower = (self.smoothing * (padded[:-2] + padded[2:])
+                     + (1 - 2 * self.smoothing) * lower).astype(np.float32)
+        return lower
 
     def closure_marks(self, features: np.ndarray) -> np.ndarray:
         """features (T, F) -> (T,) float32: 1 on one frame per predicted lip closure (a peak of
@@ -105,12 +111,13 @@ class LipsHead:
 
     def header(self) -> dict:
         return {"features": self.features, "output_scale": self.output_scale, "gain": self.gain,
-                "closure_bias": self.closure_bias, "closure_threshold": self.closure_threshold}
+                "closure_bias": self.closure_bias, "closure_threshold": self.closure_threshold,
+                "smoothing": self.smoothing}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], header: dict) -> "LipsHead":
         fields = {key.removeprefix("lips_head."): value for key, value in arrays.items()}
-        closure = {name: float(header[name]) for name in ("closure_bias", "closure_threshold")
+        closure = {name: float(header[name]) for name in ("closure_bias", "closure_threshold", "smoothing")
                    if name in header}
         return cls(features=header["features"], output_scale=float(header["output_scale"]),
                    gain=float(header["gain"]), **closure, **fields)
@@ -143,7 +150,7 @@ def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
                   context: tuple[int, ...] = DEFAULT_CONTEXT,
                   frame_weights: list[np.ndarray] | None = None,
                   closed: list[np.ndarray] | None = None,
-                  closure_threshold: float = 0.2) -> LipsHead:
+                  closure_threshold: float = 0.2, smoothing: float = 0.0) -> LipsHead:
     """Ridge regression over training segments [(features (T, F), lower (T, K_l) whitened)].
 
     ridge is relative to the number of frames (lambda = ridge * frames on standardised inputs),
@@ -158,7 +165,7 @@ def fit_lips_head(segments: list[tuple[np.ndarray, np.ndarray]], features: str,
                     feature_std=(raw.std(axis=0) + 1e-6).astype(np.float32),
                     input_mean=np.zeros(1, np.float32), input_std=np.ones(1, np.float32),
                     weights=np.zeros((1, 1), np.float32), bias=np.zeros(1, np.float32),
-                    output_scale=1.0, gain=gain)
+                    output_scale=1.0, gain=gain, smoothing=smoothing)
     spreads = [_spread(lower) for _, lower in segments]
     inputs = np.concatenate([head.stacked(f) for f, _ in segments]).astype(np.float64)
     targets = np.concatenate([lower / spread for (_, lower), spread in zip(segments, spreads)])

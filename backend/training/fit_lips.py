@@ -26,41 +26,49 @@ from .windows import CLOSED_GAP, list_segments
 
 
 def lips_training_segments(dataset: str | Path, split: str, space, features: str,
-                           offsets: dict[str, int] | None = None, lead: int = 0) -> list[tuple]:
+                           offsets: dict[str, int] | None = None, lead: int = 0,
+                           variants: tuple[str, ...] = ()) -> list[tuple]:
     """[(features (T, F), whitened lower-face motion (T, K_l), lips closed in speech (T,) bool)]
     for every segment of `split`;
     a segment's features are shifted by its audio-video offset (frames) when one is given,
-    less `lead` for all: the head then moves the lips `lead` frames earlier."""
+    less `lead` for all: the head then moves the lips `lead` frames earlier. Each of
+    `variants` (backend.features.voice_variants: "voice-high", "room", ...) adds the segment
+    again with the features of that changed copy of its audio, the same motion."""
     from ...retarget.motion_file import load_motion
 
     lower = space.region_slices()["lower"]
     out = []
     for _, segment in list_segments(dataset, split):
         motion = load_motion(Path(dataset) / segment.file)
-        speech = load_features(dataset, segment, features)
-        frames = min(len(speech), motion.frame_count)
+        speech = [load_features(dataset, segment, features)] + [
+            load_features(dataset, segment, "+".join(f"{part}~{variant}"
+                                                     for part in features.split("+")))
+            for variant in variants]
+        frames = min(motion.frame_count, *(len(copy) for copy in speech))
         offset = (offsets or {}).get(segment.segment_id, 0) - lead   # earlier lips: earlier audio
-        speech = shift_features(speech[:frames], offset)
         coefficients = space.encode(motion.extras["canonical"][:frames], motion.extras["neutral"],
                                     motion.pose[:frames])[:, lower]
         closed = ((inner_lip_gap(motion.extras["canonical"][:frames]) < CLOSED_GAP)
                   & speech_frames(motion.extras["audio"], frames, motion.fps))
-        out.append((speech, coefficients, closed))
+        out += [(shift_features(copy[:frames], offset), coefficients, closed) for copy in speech]
     return out
 
 
 def fit_from_dataset(dataset: str | Path, model: str | Path, split: str, features: str,
                      offsets: dict[str, int] | None = None, ridge: float = 10.0,
                      gain: float = 2.0, lead: int = 0, closure_weight: float = 1.0,
-                     closure_threshold: float | None = None) -> LipsHead:
-    """closure_threshold: fit the head's closure map too, marking closures above it."""
+                     closure_threshold: float | None = None,
+                     variants: tuple[str, ...] = (), smoothing: float = 0.0) -> LipsHead:
+    """closure_threshold: fit the head's closure map too, marking closures above it.
+    variants: voice variants of the audio to fit on as well (lips_training_segments)."""
     space = load_bundle(model, network=False).motion_space
-    segments = lips_training_segments(dataset, split, space, features, offsets, lead)
+    segments = lips_training_segments(dataset, split, space, features, offsets, lead, variants)
     closed = None if closure_threshold is None else [closed for _, _, closed in segments]
     return fit_lips_head([(f, lower) for f, lower, _ in segments], features, ridge=ridge,
                          gain=gain, frame_weights=[np.where(closed, closure_weight, 1.0)
                                                    for _, _, closed in segments],
-                         closed=closed, closure_threshold=closure_threshold or 0.0)
+                         closed=closed, closure_threshold=closure_threshold or 0.0,
+                         smoothing=smoothing)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,6 +95,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--closures", type=float, metavar="THRESHOLD",
                         help="also fit the closure map (lips together, from the features) and "
                              "close the lips where its score passes THRESHOLD (default: no map)")
+    parser.add_argument("--variants", nargs="+", default=[], metavar="VARIANT",
+                        help="also fit on these voice variants of each clip's audio (voice-high, "
+                             "voice-low, room, noisy, phone: prepared with --features F~VARIANT)")
+    parser.add_argument("--smoothing", type=float, default=0.0,
+                        help="weight of each neighbour in a 3-frame smoothing of the head's "
+                             "output (default 0: none)")
     parser.add_argument("--gain", type=float, default=2.0,
                         help="amplitude restored after the fit's shrinkage (default 2)")
     return parser.parse_args(argv)
@@ -97,10 +111,12 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     offsets = load_offsets(args.av_offsets) if args.av_offsets else None
     head = fit_from_dataset(args.dataset, args.model, args.split, args.features, offsets,
-                            args.ridge, args.gain, args.lead, args.closure_weight, args.closures)
+                            args.ridge, args.gain, args.lead, args.closure_weight, args.closures,
+                            tuple(args.variants), args.smoothing)
     meta = {"lips_head": {"split": args.split, "features": args.features, "ridge": args.ridge,
                           "gain": args.gain, "lead": args.lead,
                           "closure_weight": args.closure_weight, "closures": args.closures,
+                          "variants": args.variants, "smoothing": args.smoothing,
                           "context": list(DEFAULT_CONTEXT),
                           "av_offsets": Path(args.av_offsets).name if args.av_offsets else None}}
     save_with_lips_head(args.model, head, args.out, meta)
