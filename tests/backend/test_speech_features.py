@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from dimitra.backend.media.audio import SAMPLE_RATE, load_audio
 
 LIBRIVOX = Path(__file__).resolve().parents[2].parent / "shared" / "data" / \
     "speech-alignments" / "librivox"
-NAMES = ["whisper-tiny-en", "whisper-base", "log-mel"]
-DIMS = {"whisper-tiny-en": 384, "whisper-base": 512, "log-mel": 320}
+NAMES = ["whisper-tiny-en", "whisper-tiny-en-l3", "whisper-base", "log-mel"]
+DIMS = {"whisper-tiny-en": 384, "whisper-tiny-en-l3": 384, "whisper-base": 512, "log-mel": 320}
 
 
 def speech_like(seconds, seed=0):
@@ -138,6 +139,29 @@ def test_whisper_loads_without_the_network(monkeypatch):
     model = speech_features._load_whisper.__wrapped__(str(model_dir), 1)
     assert model.n_mels == 80 and not model.is_multilingual
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_the_third_layer_is_a_copy_of_the_model_cut_after_it(extractors, tmp_path, monkeypatch):
+    from dimitra.backend.features.whisper_int8 import read_model, truncated_model_dir
+
+    # Made in the Dimitra cache from the int8 model, with no network.
+    monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("network"))
+    folder = speech_features._tiny_en_layers_dir(3)
+    assert folder.parent == tmp_path
+    _, variables, _ = read_model(folder / "model.bin")
+    layers = {match.group(1) for name in variables
+              if (match := re.match(r"encoder/(layer_\d+)/", name))}
+    assert layers == {"layer_0", "layer_1", "layer_2"}
+    # Its states are not the last layer's, though both hear the same speech.
+    speech = speech_like(4.0)
+    third, last = (extractors[name].extract(speech) for name in ("whisper-tiny-en-l3",
+                                                                  "whisper-tiny-en"))
+    assert third.shape == last.shape
+    assert np.abs(third - last).mean() > 0.1 * np.abs(last).mean()
+    # Cutting after a layer the model does not have is refused, by name.
+    with pytest.raises(ValueError, match="no more than 3 layers"):
+        truncated_model_dir(folder, 3, tmp_path / "again")
 
 
 def test_unknown_extractor_lists_the_known_ones():
