@@ -17,7 +17,8 @@ tracked landmarks, and compared with its real video (cropped the same way):
   closed frames, the share of frames whose largest lip error is on the inner lip, and the
   gain of the re-tracked mouth opening against the driving one (below 1: it under-opens).
 `--size 512` renders, crops the real video and re-tracks both at 512 px.
-Reporting only: nothing here trains or chooses anything.
+Nothing here trains. On `dev` and `unseen` it only reports; weights are chosen by running it on
+the train clips train.py held out (`--splits train --clips ...`).
 """
 
 import argparse
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pictures", help="folder for each clip's widest-mouth frame: static, "
                                            "warp, render, real")
     parser.add_argument("--max-clips", type=int, default=0, help="per split (0: all)")
+    parser.add_argument("--clips", nargs="+", help="only these segments (e.g. the train clips "
+                                                   "train.py held out, to choose weights)")
     parser.add_argument("--size", type=int, default=256, choices=(256, 512),
                         help="render, crop and re-track at this side in pixels")
     parser.add_argument("--mouth-net", default=str(WEIGHTS), help="the network's ONNX file")
@@ -216,6 +219,9 @@ def main(argv=None) -> int:
     for split in args.splits:
         entries = [(clip, segment) for clip in index["clips"] if clip["split"] == split
                    and clip["status"] == "ok" for segment in clip["segments"]]
+        if args.clips:
+            entries = [(clip, segment) for clip, segment in entries
+                       if segment["segment_id"] in args.clips]
         if args.max_clips:
             entries = entries[:args.max_clips]
         rows = []

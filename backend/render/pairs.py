@@ -4,7 +4,9 @@ For a clip, the take's crop comes from its first frame (as `dimitra render` take
 reference picture); a few of its frames serve as references, and each sampled driving frame
 gives one pair: the reference warped to the driving landmarks, cut to the mouth patch (the
 network's input, built by the renderer's own code) and the real driving frame's patch (the
-target). Mouth-open frames are drawn more often: they are where the network has work to do.
+target). Mouth-open frames are drawn more often: they are where the network has work to do;
+but frames near the reference's own mouth must be drawn too, or the network learns to repaint
+every mouth and spoils the ones the warp already gets right (`open_floor`).
 Only clips of the `train` split are read; `dev` and `unseen` never are.
 """
 
@@ -54,8 +56,11 @@ def train_segments(dataset: str | Path) -> list[tuple[dict, dict]]:
 
 
 def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """Up to `count` pairs from one segment: (warped, reference, target, masks) arrays."""
+               rng: np.random.Generator, open_floor: float = 0.2) -> tuple[np.ndarray, ...]:
+    """Up to `count` pairs from one segment: (warped, reference, target, masks) arrays.
+
+    A frame is drawn with weight open_floor * the clip's widest opening + its own opening:
+    0.2 draws open mouths about 5 times as often as closed ones, 1.0 twice as often."""
     with np.load(Path(dataset) / segment["file"]) as data:
         landmarks = data["landmarks"].astype(np.float64)                    # (T, 478, 3) px
     crop = crop_around_face(landmarks[0], SIZE)
@@ -69,7 +74,7 @@ def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
     warps = [(FaceWarp(frames[r], crop_px[r]), MouthPatch(crop_px[r]), r) for r in references]
     opening = np.linalg.norm(crop_px[:, topology.UPPER_INNER_LIP, :2]
                              - crop_px[:, topology.LOWER_INNER_LIP, :2], axis=1)
-    weight = 0.2 * opening.max() + opening
+    weight = open_floor * opening.max() + opening
     drawn = rng.choice(len(frames), min(count, len(frames)), replace=False, p=weight / weight.sum())
     out = [], [], [], []
     for driving in drawn:
@@ -83,12 +88,12 @@ def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
 
 
 def build_pairs(dataset: str | Path, per_clip: int = 160, seed: int = 0,
-                log=print) -> Pairs:
+                open_floor: float = 0.2, log=print) -> Pairs:
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], [], []]
     clip_index, clip_ids = [], []
     for clip, segment in train_segments(dataset):
-        pairs = clip_pairs(dataset, clip, segment, per_clip, rng)
+        pairs = clip_pairs(dataset, clip, segment, per_clip, rng, open_floor)
         for part, array in zip(parts, pairs, strict=True):
             part.append(array)
         clip_index.append(np.full(len(pairs[0]), len(clip_ids)))

@@ -214,6 +214,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("dataset", help="prepared dataset (only its train split is read)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--pairs", help="pairs file: read if it exists, else built and written")
+    parser.add_argument("--pairs-per-clip", type=int, default=160,
+                        help="pairs drawn from each train clip (when the pairs are built)")
+    parser.add_argument("--open-floor", type=float, default=0.2,
+                        help="frame weight floor, as a share of the clip's widest opening, when "
+                             "the pairs are built: higher draws closed mouths more often")
     parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -248,7 +253,7 @@ def main(argv=None) -> int:
     if args.pairs and Path(args.pairs).is_file():
         pairs = Pairs.load(args.pairs)
     else:
-        pairs = build_pairs(args.dataset, seed=args.seed)
+        pairs = build_pairs(args.dataset, args.pairs_per_clip, args.seed, args.open_floor)
         if args.pairs:
             pairs.save(args.pairs)
     rng = np.random.default_rng(args.seed)
