@@ -260,7 +260,8 @@ def _tiny_en_layers_dir(layers: int) -> Path:
     size = (folder / "model.bin").stat().st_size
     if not (folder / MARKER).is_file():
         folder = int8_model_dir(folder, cache_dir() / f"whisper-int8-{size}")
-    return truncated_model_dir(folder, layers, cache_dir() / f"whisper-tiny-en-l{layers}-{size}")
+    return truncated_model_dir(folder, layers,
+                               cache_dir() / f"whisper-tiny-en-l{layers}-encoder-{size}")
 
 
 def _base_model_dir() -> Path:

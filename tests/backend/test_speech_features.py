@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 from pathlib import Path
 
@@ -142,7 +143,15 @@ def test_whisper_loads_without_the_network(monkeypatch):
 
 
 def test_the_third_layer_is_a_copy_of_the_model_cut_after_it(extractors, tmp_path, monkeypatch):
-    from dimitra.backend.features.whisper_int8 import read_model, truncated_model_dir
+    import ctranslate2
+
+    from dimitra.backend.features.whisper_int8 import (
+        MARKER,
+        int8_model_dir,
+        read_model,
+        truncated_model_dir,
+        write_model,
+    )
 
     # Made in the Dimitra cache from the int8 model, with no network.
     monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
@@ -159,6 +168,23 @@ def test_the_third_layer_is_a_copy_of_the_model_cut_after_it(extractors, tmp_pat
                                                                   "whisper-tiny-en"))
     assert third.shape == last.shape
     assert np.abs(third - last).mean() > 0.1 * np.abs(last).mean()
+    # For encoding only: the decoder is cut down, the encoder's states do not change.
+    assert not any(name.startswith("decoder/layer_1/") for name in variables)
+    assert (folder / "model.bin").stat().st_size < 15e6
+    source = speech_features._tiny_en_model_dir()
+    if not (source / MARKER).is_file():
+        source = int8_model_dir(source, tmp_path / "int8")
+    header, everything, aliases = read_model(source / "model.bin")
+    whole_decoder = tmp_path / "whole-decoder"
+    shutil.copytree(source, whole_decoder)
+    write_model(whole_decoder / "model.bin", header, {
+        name: value for name, value in everything.items()
+        if not name.startswith("encoder/layer_3/")}, aliases)
+    mel = speech_features.whisper_log_mel(np.pad(speech, (0, 16_000)))[None]
+    states = [np.array(speech_features._load_whisper.__wrapped__(str(path), 1).encode(
+        ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, np.float32))))
+        for path in (folder, whole_decoder)]
+    assert np.array_equal(states[0], states[1])
     # Cutting after a layer the model does not have is refused, by name.
     with pytest.raises(ValueError, match="no more than 3 layers"):
         truncated_model_dir(folder, 3, tmp_path / "again")
