@@ -237,11 +237,11 @@ def _cached_wheel(cache: Path, tag: str, fits) -> Path | None:
 
 
 def whisper_int8() -> Path:
-    """build/whisper-tiny-en-int8: the installed tiny.en model with int8 weights (made once)."""
+    """The installed tiny.en model as the backend loads it: int8 weights, for encoding only
+    (made once into the Dimitra cache)."""
     from dimitra.backend.features.speech_features import _tiny_en_model_dir
-    from dimitra.backend.features.whisper_int8 import int8_model_dir
 
-    return int8_model_dir(_tiny_en_model_dir(), BUILD / "whisper-tiny-en-int8")
+    return _tiny_en_model_dir()
 
 
 # ---------------------------------------------------------------------------------------------

