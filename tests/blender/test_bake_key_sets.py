@@ -101,8 +101,11 @@ def test_cli_keys_flag_and_a_set_the_rig_lacks(tmp_path, generated_motion, speec
     bpy.ops.wm.open_mainfile(filepath=str(out))
     scene = bpy.context.scene
     frames = np.arange(scene.frame_start, scene.frame_end + 1, 5)
-    values = shape_key_values(frames, ["jawOpen", "viseme_aa"])
-    assert np.all(values[("Head", "jawOpen")] == 0) and values[("Head", "viseme_aa")].max() > 0
+    values = shape_key_values(frames)
+    # The mouth is made of visemes (which ones the speech needs is the solve's business), and
+    # the ARKit mouth keys stay at rest.
+    visemes = sum(v for (_, key), v in values.items() if key.startswith("viseme_"))
+    assert np.all(values[("Head", "jawOpen")] == 0) and visemes.max() > 0.3
     visemes_only = build_messy_rig(tmp_path / "visemes_only.blend", style="visemes")
     capsys.readouterr()
     assert main(["bake", str(speech_clip), "--rig", str(visemes_only), "--out",

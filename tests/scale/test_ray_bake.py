@@ -117,7 +117,10 @@ def test_an_interrupted_run_rerun_finishes_the_rest_and_redoes_nothing(sample_ri
                               [(audio, f"{audio.stem}.glb") for audio in speech_lines])
     command = [*BAKE, "--rig", str(sample_rig), "--manifest", str(manifest), "--out-dir",
                str(outs), "--ray", "local", "--workers", "2"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl+C as at a terminal: a suite started in the background (`make test &`) runs with
+    # SIGINT ignored, which children inherit and Python then leaves ignored.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not (outs.is_dir() and finished_takes(outs)) and process.poll() is None:
         assert time.monotonic() < deadline, "no line baked"
