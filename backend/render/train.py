@@ -4,9 +4,9 @@ Straight-line: build (or load) the self-reenactment pairs of the `train` split (
 hold out whole train clips for choosing the checkpoint (never `dev` or `unseen`), train with
 L1 + SSIM on the feathered patch the renderer lays back (`--augment strong` adds colour,
 scale, blur and noise; `--adversarial-weight` a patch discriminator trained from scratch),
-keep the best held-out weights (held-out loss: L1 + SSIM, whatever the training loss), and
-write them as safetensors and as the ONNX file the renderer runs (`--install` copies it to
-backend/render/weights/). One torch thread by default: the machine is shared.
+keep the best held-out weights (held-out loss: the training loss without the discriminator's
+term), and write them as safetensors and as the ONNX file the renderer runs (`--install`
+copies it to backend/render/weights/). One torch thread by default: the machine is shared.
 """
 
 import argparse
