@@ -10,6 +10,9 @@ The quantization is the converter's: each weight matrix of a linear or embedding
 2-D variables named `.../weight`) scaled per output row to amax -> 127 and rounded; everything
 else is kept as it is, the convolutions' weights too, which the loader keeps in float on a CPU
 (quantizing them as the converter does changes the states by up to 2 in 12).
+
+`encoder_only_dir` then writes a copy for encoding alone (the decoder cut down), optionally
+with only the encoder's first layers, whose states are what the lips head reads.
 """
 
 import re
@@ -61,7 +64,8 @@ def encoder_only_dir(model_dir: Path, out_dir: Path, encoder_layers: int | None 
     if not (model_dir / MARKER).is_file():
         raise ValueError(f"{model_dir}: not an int8 model folder ({MARKER} missing)")
     header, variables, aliases = read_model(model_dir / "model.bin")
-    encoder_layer, decoder_layer = re.compile(r"encoder/layer_(\d+)/"), re.compile(r"decoder/layer_(\d+)/")
+    encoder_layer = re.compile(r"encoder/layer_(\d+)/")
+    decoder_layer = re.compile(r"decoder/layer_(\d+)/")
 
     def kept(name: str) -> bool:
         if match := encoder_layer.match(name):
@@ -69,8 +73,10 @@ def encoder_only_dir(model_dir: Path, out_dir: Path, encoder_layers: int | None 
         return not ((match := decoder_layer.match(name)) and int(match.group(1)) > 0)
 
     lean = {name: value for name, value in variables.items() if kept(name)}
-    if encoder_layers is not None and sum(bool(encoder_layer.match(name)) for name in lean) == sum(
-            bool(encoder_layer.match(name)) for name in variables):
+    def encoder_variables(names) -> int:
+        return sum(bool(encoder_layer.match(name)) for name in names)
+
+    if encoder_layers is not None and encoder_variables(lean) == encoder_variables(variables):
         raise ValueError(f"{model_dir}: the encoder has no more than {encoder_layers} layers")
     for name in ("decoder/embeddings/weight", "decoder/embeddings/weight_scale"):
         if name in lean:

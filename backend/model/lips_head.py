@@ -19,10 +19,10 @@ a least-squares fit, so the mouth moves about as much as a real one.
 
 Closures: a linear map blurs them (a quick closure between two vowels becomes a shallow dip),
 so the same inputs also feed a second map, fitted in the same solve, to "the lips are together"
-(1 on frames where the real lips touch during speech, 0 elsewhere). Each run of frames where
-that score passes `closure_threshold` marks one closure at its peak; the generator closes the
-lips there as it does on p, b, m. It learns every closure the video shows, not only bilabials:
-the pauses between words, a speaker's habits.
+(1 on frames where the real lips touch during speech, 0 elsewhere). Each peak of that score
+over `closure_threshold` marks one closure; the generator closes the lips there as it does on
+p, b, m. It learns every closure the video shows, not only bilabials: the pauses between
+words, a speaker's habits.
 """
 
 from dataclasses import dataclass
@@ -36,6 +36,8 @@ SHRINK_FRAMES = 100
 CHUNK_FRAMES = 4096
 # Two lip closures are at least this many frames apart on each side (25 fps: 80 ms).
 CLOSURE_SPACING = 2
+# Header fields a head fitted before closure maps and smoothing does not have (their defaults).
+OPTIONAL_HEADER = ("closure_bias", "closure_threshold", "smoothing")
 
 
 @dataclass
@@ -52,7 +54,7 @@ class LipsHead:
     gain: float = 1.0
     closure_weights: np.ndarray | None = None   # (C * F,) the "lips together" map, if fitted
     closure_bias: float = 0.0
-    closure_threshold: float = 0.2   # score above which a run of frames holds a closure
+    closure_threshold: float = 0.2   # the score a peak must pass to mark a closure
     smoothing: float = 0.0           # weight of each neighbour frame in a 3-tap smoothing
 
     def predict(self, features: np.ndarray) -> np.ndarray:
@@ -117,10 +119,9 @@ class LipsHead:
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], header: dict) -> "LipsHead":
         fields = {key.removeprefix("lips_head."): value for key, value in arrays.items()}
-        closure = {name: float(header[name]) for name in ("closure_bias", "closure_threshold", "smoothing")
-                   if name in header}
+        optional = {name: float(header[name]) for name in OPTIONAL_HEADER if name in header}
         return cls(features=header["features"], output_scale=float(header["output_scale"]),
-                   gain=float(header["gain"]), **closure, **fields)
+                   gain=float(header["gain"]), **optional, **fields)
 
 
 def _stack(normalised: np.ndarray, context: np.ndarray, frames: slice) -> np.ndarray:
