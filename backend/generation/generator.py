@@ -119,7 +119,7 @@ class MotionGenerator:
         pose_slice = space.region_slices()["pose"]
         identity = space.identity_code(neutral)[None].astype(np.float32)
         if head is not None:             # the head's own closures join the p, b, m marks
-            head_marks = head.closure_marks(_delayed(lip_features, options.audio_delay))
+            head_lower, head_marks = head.read(_delayed(lip_features, options.audio_delay))
             bilabials = head_marks if bilabials is None else np.maximum(bilabials, head_marks)
         closure = self._closure_guide(neutral, bilabials, options.closure_guidance, frames)
         motion = np.zeros((frames, space.motion_dim), np.float32)   # raw (un-whitened) units
@@ -153,7 +153,7 @@ class MotionGenerator:
         parts = space.region_slices()
         if head is not None:
             lower = np.zeros((frames, space.motion_dim), np.float32)
-            lower[:, parts["lower"]] = head.predict(_delayed(lip_features, options.audio_delay))
+            lower[:, parts["lower"]] = head_lower
             if closure is not None:      # the lips still meet on p, b, m (a firmer
                 lower = closure.apply(lower[None])[0]   # projection scored no better)
             share = options.lips_head

@@ -57,47 +57,53 @@ class LipsHead:
     closure_threshold: float = 0.2   # the score a peak must pass to mark a closure
     smoothing: float = 0.0           # weight of each neighbour frame in a 3-tap smoothing
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """features (T, F) at 25 fps of `self.features` -> (T, K_l) whitened lower-face
-        coefficients of the motion space the head was fitted in."""
-        lower = self._apply(features, self.weights, self.bias, self.gain * self.output_scale,
-                            self.output_scale)
+    def read(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """features (T, F) at 25 fps of `self.features` -> (lower (T, K_l) whitened lower-face
+        coefficients of the motion space the head was fitted in, marks (T,) float32: 1 on one
+        frame per predicted lip closure, a peak of the "lips together" score over
+        closure_threshold, else 0; all 0 without a closure map). Both maps read the same
+        stacked inputs, built once."""
+        maps = (self.weights if self.closure_weights is None
+                else np.concatenate([self.weights, self.closure_weights[:, None]], axis=1))
+        raw = self._project(features, maps)                        # (T, K_l [+ 1])
+        count = self.weights.shape[1]
+        lower = ((raw[:, :count] * self.gain + self.bias) * self.output_scale).astype(np.float32)
         if self.smoothing and len(lower) > 1:     # the map's frame-to-frame jitter, not motion
             padded = np.concatenate([lower[:1], lower, lower[-1:]])
             lower = (self.smoothing * (padded[:-2] + padded[2:])
                      + (1 - 2 * self.smoothing) * lower).astype(np.float32)
-        return lower
+        marks = np.zeros(len(lower), np.float32)
+        if self.closure_weights is not None:
+            score = raw[:, count] + self.closure_bias
+            # Peaks: the highest score within CLOSURE_SPACING frames either side (ties to the
+            # first), so a noisy run over the threshold still marks one closure.
+            padded = np.pad(score, CLOSURE_SPACING, constant_values=-np.inf)
+            windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * CLOSURE_SPACING + 1)
+            marks[(np.argmax(windows, axis=1) == CLOSURE_SPACING)
+                  & (score > self.closure_threshold)] = 1.0
+        return lower, marks
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """features (T, F) -> (T, K_l) whitened lower-face coefficients (`read`'s first part)."""
+        return self.read(features)[0]
 
     def closure_marks(self, features: np.ndarray) -> np.ndarray:
-        """features (T, F) -> (T,) float32: 1 on one frame per predicted lip closure (a peak of
-        the "lips together" score over closure_threshold), 0 elsewhere; all 0 when the head has
-        no closure map."""
-        marks = np.zeros(len(features), np.float32)
-        if self.closure_weights is None:
-            return marks
-        score = self._apply(features, self.closure_weights[:, None],
-                            np.float32(self.closure_bias), 1.0, 1.0)[:, 0]
-        # Peaks: the highest score within CLOSURE_SPACING frames either side (ties to the
-        # first), so a noisy run over the threshold still marks one closure.
-        padded = np.pad(score, CLOSURE_SPACING, constant_values=-np.inf)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * CLOSURE_SPACING + 1)
-        peak = (np.argmax(windows, axis=1) == CLOSURE_SPACING) & (score > self.closure_threshold)
-        marks[peak] = 1.0
-        return marks
+        """features (T, F) -> (T,) closure marks (`read`'s second part)."""
+        return self.read(features)[1]
 
-    def _apply(self, features, weights, bias, scale, bias_scale) -> np.ndarray:
-        """(T, F) raw features -> (T, K) = (inputs @ weights) * scale + bias * bias_scale."""
+    def _project(self, features: np.ndarray, maps: np.ndarray) -> np.ndarray:
+        """(T, F) raw features -> (T, M) the stacked, standardised inputs times maps (C * F, M)."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != len(self.feature_mean):
             raise ValueError(f"the lips head takes (T, {len(self.feature_mean)}) "
                              f"{self.features} features, got {features.shape}")
         normalised = normalise_line(features, self.feature_mean, self.feature_std)
-        out = np.empty((len(features), weights.shape[1]), np.float32)
+        out = np.empty((len(features), maps.shape[1]), np.float32)
         # In pieces: an hour's stacked inputs would be (90000, C * F), over a gigabyte.
         for start in range(0, len(features), CHUNK_FRAMES):
             part = slice(start, start + CHUNK_FRAMES)
             inputs = (_stack(normalised, self.context, part) - self.input_mean) / self.input_std
-            out[part] = (inputs @ weights) * scale + bias * bias_scale
+            out[part] = inputs @ maps
         return out
 
     def stacked(self, features: np.ndarray) -> np.ndarray:
