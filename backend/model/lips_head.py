@@ -33,7 +33,6 @@ import numpy as np
 DEFAULT_CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
 # A line's own feature statistics count as this many frames' worth against the training ones.
 SHRINK_FRAMES = 100
-CHUNK_FRAMES = 4096
 # Two lip closures are at least this many frames apart on each side (25 fps: 80 ms).
 CLOSURE_SPACING = 2
 # Header fields a head fitted before closure maps and smoothing does not have (their defaults).
@@ -98,12 +97,17 @@ class LipsHead:
             raise ValueError(f"the lips head takes (T, {len(self.feature_mean)}) "
                              f"{self.features} features, got {features.shape}")
         normalised = normalise_line(features, self.feature_mean, self.feature_std)
-        out = np.empty((len(features), maps.shape[1]), np.float32)
-        # In pieces: an hour's stacked inputs would be (90000, C * F), over a gigabyte.
-        for start in range(0, len(features), CHUNK_FRAMES):
-            part = slice(start, start + CHUNK_FRAMES)
-            inputs = (_stack(normalised, self.context, part) - self.input_mean) / self.input_std
-            out[part] = inputs @ maps
+        # (stack - input_mean) / input_std @ maps, without building the (T, C * F) stack:
+        # the standardisation folds into the maps, and each context offset's share is the
+        # line times its block of the maps, read shifted (edges held).
+        scaled = (maps / self.input_std[:, None]).astype(np.float32)      # (C * F, M)
+        out = np.broadcast_to(-(self.input_mean / self.input_std) @ maps,
+                              (len(features), maps.shape[1])).astype(np.float32)
+        rows = np.arange(len(features))
+        width = normalised.shape[1]
+        for k, offset in enumerate(self.context):
+            share = normalised @ scaled[k * width:(k + 1) * width]        # (T, M)
+            out += share[np.clip(rows + offset, 0, len(features) - 1)]
         return out
 
     def stacked(self, features: np.ndarray) -> np.ndarray:
