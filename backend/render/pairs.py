@@ -55,12 +55,19 @@ def train_segments(dataset: str | Path) -> list[tuple[dict, dict]]:
             for segment in clip["segments"]]
 
 
+def driving_frame_odds(opening: np.ndarray, open_floor: float = 0.2) -> np.ndarray:
+    """(T,) the chance of each frame of a clip to be drawn as a driving frame, from its
+    inner-lip opening (T,) in any unit: open_floor × the clip's widest opening + its own. The
+    widest-open frame is drawn 1 + 1 / open_floor times as often as a fully closed one: 6
+    times at 0.2, twice at 1.0; at 0 only by the opening."""
+    weight = open_floor * opening.max() + opening
+    return weight / weight.sum()
+
+
 def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
                rng: np.random.Generator, open_floor: float = 0.2) -> tuple[np.ndarray, ...]:
-    """Up to `count` pairs from one segment: (warped, reference, target, masks) arrays.
-
-    A frame is drawn with weight open_floor * the clip's widest opening + its own opening:
-    0.2 draws open mouths about 5 times as often as closed ones, 1.0 twice as often."""
+    """Up to `count` pairs from one segment: (warped, reference, target, masks) arrays; the
+    driving frames drawn as driving_frame_odds says (open_floor)."""
     with np.load(Path(dataset) / segment["file"]) as data:
         landmarks = data["landmarks"].astype(np.float64)                    # (T, 478, 3) px
     crop = crop_around_face(landmarks[0], SIZE)
@@ -74,8 +81,8 @@ def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
     warps = [(FaceWarp(frames[r], crop_px[r]), MouthPatch(crop_px[r]), r) for r in references]
     opening = np.linalg.norm(crop_px[:, topology.UPPER_INNER_LIP, :2]
                              - crop_px[:, topology.LOWER_INNER_LIP, :2], axis=1)
-    weight = open_floor * opening.max() + opening
-    drawn = rng.choice(len(frames), min(count, len(frames)), replace=False, p=weight / weight.sum())
+    drawn = rng.choice(len(frames), min(count, len(frames)), replace=False,
+                       p=driving_frame_odds(opening, open_floor))
     out = [], [], [], []
     for driving in drawn:
         warp, patch, r = warps[rng.integers(len(warps))]
@@ -89,6 +96,8 @@ def clip_pairs(dataset: str | Path, clip: dict, segment: dict, count: int,
 
 def build_pairs(dataset: str | Path, per_clip: int = 160, seed: int = 0,
                 open_floor: float = 0.2, log=print) -> Pairs:
+    if not 0.0 <= open_floor <= 1.0:
+        raise ValueError(f"open_floor {open_floor}: give a share between 0 and 1")
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], [], []]
     clip_index, clip_ids = [], []

@@ -26,6 +26,7 @@ from .mouth_net import INPUT_CHANNELS, PATCH, WEIGHTS, feather
 from .pairs import Pairs, build_pairs
 
 CHANNELS = (16, 32, 64, 128, 256)   # per level; the patch is halved four times (96 -> 6)
+PROG = "python -m dimitra.backend.render.train"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,25 +209,56 @@ def export_onnx(model: MouthUNet, path: str | Path) -> Path:
 # Training
 # ---------------------------------------------------------------------------------------------
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad options get one line naming the option and the value, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _number(kind: type, low: float, high: float = math.inf, what: str = ""):
+    """An argparse type: a finite `kind` in [low, high]; `what` says the range in words."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text}: give {what}")
+        return value
+    return parse
+
+
+POSITIVE_INT = _number(int, 1, what="a whole number of at least 1")
+NON_NEGATIVE = _number(float, 0.0, what="a number of at least 0 (0: off)")
+POSITIVE = _number(float, 1e-12, what="a number above 0")
+SHARE = _number(float, 0.0, 1.0, what="a share between 0 and 1")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dimitra.backend.render.train",
-                                     description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="prepared dataset (only its train split is read)")
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--pairs", help="pairs file: read if it exists, else built and written")
-    parser.add_argument("--pairs-per-clip", type=int, default=160,
+    parser.add_argument("--pairs-per-clip", type=POSITIVE_INT, default=160,
                         help="pairs drawn from each train clip (when the pairs are built)")
-    parser.add_argument("--open-floor", type=float, default=0.2,
+    parser.add_argument("--open-floor", type=SHARE, default=0.2,
                         help="frame weight floor, as a share of the clip's widest opening, when "
                              "the pairs are built: higher draws closed mouths more often")
-    parser.add_argument("--minutes", type=float, default=25.0, help="training time budget")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--holdout", type=int, default=3, help="train clips held out to choose "
-                                                               "the checkpoint")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--minutes", type=POSITIVE, default=25.0, help="training time budget")
+    parser.add_argument("--steps", type=POSITIVE_INT,
+                        help="stop after this many steps if the time budget lasts that long "
+                             "(the schedule then runs over whichever ends first)")
+    parser.add_argument("--eval-every", type=POSITIVE_INT, default=100,
+                        help="steps between held-out evaluations (the checkpoint is chosen "
+                             "among them)")
+    parser.add_argument("--batch", type=POSITIVE_INT, default=16)
+    parser.add_argument("--lr", type=POSITIVE, default=2e-3)
+    parser.add_argument("--holdout", type=POSITIVE_INT, default=3,
+                        help="train clips held out to choose the checkpoint")
+    parser.add_argument("--threads", type=POSITIVE_INT, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--mse-weight", type=float, default=0.0,
+    parser.add_argument("--mse-weight", type=NON_NEGATIVE, default=0.0,
                         help="weight of an MSE term beside L1 and SSIM")
     parser.add_argument("--deployed-blend", action="store_true",
                         help="score the patch as the renderer lays it (the change feathered, "
@@ -235,10 +267,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=("light", "strong"), default="light",
                         help="light: mirror and brightness; strong: also colour cast, zoom, "
                              "blur and noise")
-    parser.add_argument("--adversarial-weight", type=float, default=0.0,
+    parser.add_argument("--adversarial-weight", type=NON_NEGATIVE, default=0.0,
                         help="weight of a patch discriminator's hinge loss (0: none)")
-    parser.add_argument("--adversarial-start", type=float, default=0.2,
-                        help="share of the time budget before the discriminator joins")
+    parser.add_argument("--adversarial-start", type=SHARE, default=0.2,
+                        help="share of the time budget (or of --steps) before the "
+                             "discriminator joins")
     parser.add_argument("--install", action="store_true",
                         help=f"copy the best ONNX file to {WEIGHTS}")
     return parser.parse_args(argv)
@@ -256,6 +289,10 @@ def main(argv=None) -> int:
         pairs = build_pairs(args.dataset, args.pairs_per_clip, args.seed, args.open_floor)
         if args.pairs:
             pairs.save(args.pairs)
+    if args.holdout >= len(pairs.clip_ids):
+        raise SystemExit(f"{PROG}: --holdout {args.holdout}: the pairs come from "
+                         f"{len(pairs.clip_ids)} train clips; hold out fewer, so that some are "
+                         "left to train on")
     rng = np.random.default_rng(args.seed)
     held_clips = rng.choice(len(pairs.clip_ids), args.holdout, replace=False)
     held = np.isin(pairs.clip, held_clips)
@@ -292,12 +329,31 @@ def main(argv=None) -> int:
         model.train()
         return tuple(float(np.mean([pair[k] for pair in losses])) for k in (0, 1))
 
+    def evaluate_and_keep() -> None:
+        """Log the held-out loss; keep the weights (safetensors and ONNX) when it is the best."""
+        nonlocal best
+        held_loss, warp_loss = held_out_loss()
+        elapsed = time.perf_counter() - started
+        log.append({"step": step, "seconds": round(elapsed), "train": loss.item(),
+                    "held_out": held_loss, "warp_alone": warp_loss})
+        if critic_steps:
+            log[-1]["critic"] = critic_loss.item()
+        print(json.dumps(log[-1]), flush=True)
+        if held_loss < best:
+            best = held_loss
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      str(out / "best.safetensors"), metadata={"step": str(step)})
+            export_onnx(model, out / "mouth_net.onnx")
+            model.train()
+
     budget_s = args.minutes * 60
     started = time.perf_counter()
-    step, best, log = 0, math.inf, []
-    while time.perf_counter() - started < budget_s:
+    step, best, log, critic_steps = 0, math.inf, [], 0
+    while time.perf_counter() - started < budget_s and step < (args.steps or math.inf):
         progress = (time.perf_counter() - started) / budget_s
-        for group in optimiser.param_groups:   # cosine decay over the time budget
+        if args.steps:
+            progress = max(progress, step / args.steps)
+        for group in optimiser.param_groups:   # cosine decay over the budget
             group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         inputs, target = augmenter(*to_inputs(pairs, rng.choice(train_rows, args.batch)))
         output = model(inputs)
@@ -318,20 +374,14 @@ def main(argv=None) -> int:
             critic_optimiser.zero_grad()
             critic_loss.backward()
             critic_optimiser.step()
+            critic_steps += 1
         step += 1
-        if step % 100 == 0:
-            held_loss, warp_loss = held_out_loss()
-            elapsed = time.perf_counter() - started
-            log.append({"step": step, "seconds": round(elapsed), "train": loss.item(),
-                        "held_out": held_loss, "warp_alone": warp_loss})
-            print(json.dumps(log[-1]), flush=True)
-            if held_loss < best:
-                best = held_loss
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-                          str(out / "best.safetensors"), metadata={"step": str(step)})
-                export_onnx(model, out / "mouth_net.onnx")
-                model.train()
+        if step % args.eval_every == 0:
+            evaluate_and_keep()
+    if step and best == math.inf:   # a run shorter than one evaluation leaves weights too
+        evaluate_and_keep()
     summary = {"steps": step, "parameters": parameters, "best_held_out": best,
+               "critic_steps": critic_steps,
                "minutes": round((time.perf_counter() - started) / 60, 1),
                "held_out_clips": [pairs.clip_ids[i] for i in held_clips],
                "training_pairs": int(len(train_rows)), "args": vars(args), "log": log}
