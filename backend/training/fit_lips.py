@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...retarget.face.measures import inner_lip_gap
+from ..dataset.folds import source_name
 from ..dataset.index import load_features
 from ..features.speech_activity import speech_frames
 from ..model.checkpoint import load_bundle, save_with_lips_head
@@ -28,8 +29,8 @@ from .windows import CLOSED_GAP, list_segments
 def lips_training_segments(dataset: str | Path, split: str, space, features: str,
                            offsets: dict[str, int] | None = None, lead: int = 0,
                            variants: tuple[str, ...] = ()) -> list[tuple]:
-    """[(features (T, F), whitened lower-face motion (T, K_l), lips closed in speech (T,) bool)]
-    for every segment of `split`;
+    """[(features (T, F), whitened lower-face motion (T, K_l), lips closed in speech (T,) bool,
+    source name)] for every segment of `split`;
     a segment's features are shifted by its audio-video offset (frames) when one is given,
     less `lead` for all: the head then moves the lips `lead` frames earlier. Each of
     `variants` (backend.features.voice_variants: "voice-high", "room", ...) adds the segment
@@ -38,7 +39,7 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
 
     lower = space.region_slices()["lower"]
     out = []
-    for _, segment in list_segments(dataset, split):
+    for clip, segment in list_segments(dataset, split):
         motion = load_motion(Path(dataset) / segment.file)
         speech = [load_features(dataset, segment, features)] + [
             load_features(dataset, segment, "+".join(f"{part}~{variant}"
@@ -50,7 +51,8 @@ def lips_training_segments(dataset: str | Path, split: str, space, features: str
                                     motion.pose[:frames])[:, lower]
         closed = ((inner_lip_gap(motion.extras["canonical"][:frames]) < CLOSED_GAP)
                   & speech_frames(motion.extras["audio"], frames, motion.fps))
-        out += [(shift_features(copy[:frames], offset), coefficients, closed) for copy in speech]
+        out += [(shift_features(copy[:frames], offset), coefficients, closed, source_name(clip))
+                for copy in speech]
     return out
 
 
@@ -58,17 +60,27 @@ def fit_from_dataset(dataset: str | Path, model: str | Path, split: str, feature
                      offsets: dict[str, int] | None = None, ridge: float = 10.0,
                      gain: float = 2.0, lead: int = 0, closure_weight: float = 1.0,
                      closure_threshold: float | None = None,
-                     variants: tuple[str, ...] = (), smoothing: float = 0.0) -> LipsHead:
+                     variants: tuple[str, ...] = (), smoothing: float = 0.0,
+                     context: tuple[int, ...] = DEFAULT_CONTEXT,
+                     balance_sources: bool = False) -> LipsHead:
     """closure_threshold: fit the head's closure map too, marking closures above it.
-    variants: voice variants of the audio to fit on as well (lips_training_segments)."""
+    variants: voice variants of the audio to fit on as well (lips_training_segments).
+    context: the frame offsets whose features feed each frame.
+    balance_sources: each source's frames weigh the same in all, however much video it has."""
     space = load_bundle(model, network=False).motion_space
     segments = lips_training_segments(dataset, split, space, features, offsets, lead, variants)
-    closed = None if closure_threshold is None else [closed for _, _, closed in segments]
-    return fit_lips_head([(f, lower) for f, lower, _ in segments], features, ridge=ridge,
-                         gain=gain, frame_weights=[np.where(closed, closure_weight, 1.0)
-                                                   for _, _, closed in segments],
+    closed = None if closure_threshold is None else [closed for _, _, closed, _ in segments]
+    frames = {}
+    for _, lower, _, source in segments:
+        frames[source] = frames.get(source, 0) + len(lower)
+    source_weight = {source: (np.mean(list(frames.values())) / count if balance_sources else 1.0)
+                     for source, count in frames.items()}
+    return fit_lips_head([(f, lower) for f, lower, _, _ in segments], features, ridge=ridge,
+                         gain=gain, frame_weights=[source_weight[source]
+                                                   * np.where(closed, closure_weight, 1.0)
+                                                   for _, _, closed, source in segments],
                          closed=closed, closure_threshold=closure_threshold or 0.0,
-                         smoothing=smoothing)
+                         smoothing=smoothing, context=context)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -101,9 +113,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoothing", type=float, default=0.0,
                         help="weight of each neighbour in a 3-frame smoothing of the head's "
                              "output (default 0: none)")
+    parser.add_argument("--context", type=_offsets, default=DEFAULT_CONTEXT,
+                        help="frame offsets whose features feed each frame, comma-separated "
+                             f"(default {','.join(map(str, DEFAULT_CONTEXT))})")
+    parser.add_argument("--balance-sources", action="store_true",
+                        help="each source's video weighs the same in the fit, not each frame")
     parser.add_argument("--gain", type=float, default=2.0,
                         help="amplitude restored after the fit's shrinkage (default 2)")
     return parser.parse_args(argv)
+
+
+def _offsets(text: str) -> tuple[int, ...]:
+    try:
+        offsets = tuple(sorted({int(part) for part in text.split(",")}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--context takes comma-separated whole frames "
+                                         f"such as -6,-2,0,2,6, not {text!r}") from None
+    if 0 not in offsets:
+        raise argparse.ArgumentTypeError(f"--context {text!r} must include 0 (the frame itself)")
+    return offsets
 
 
 def main(argv=None) -> int:
@@ -112,12 +140,14 @@ def main(argv=None) -> int:
     offsets = load_offsets(args.av_offsets) if args.av_offsets else None
     head = fit_from_dataset(args.dataset, args.model, args.split, args.features, offsets,
                             args.ridge, args.gain, args.lead, args.closure_weight, args.closures,
-                            tuple(args.variants), args.smoothing)
+                            tuple(args.variants), args.smoothing, args.context,
+                            args.balance_sources)
     meta = {"lips_head": {"split": args.split, "features": args.features, "ridge": args.ridge,
                           "gain": args.gain, "lead": args.lead,
                           "closure_weight": args.closure_weight, "closures": args.closures,
                           "variants": args.variants, "smoothing": args.smoothing,
-                          "context": list(DEFAULT_CONTEXT),
+                          "context": list(args.context),
+                          "balance_sources": args.balance_sources,
                           "av_offsets": Path(args.av_offsets).name if args.av_offsets else None}}
     save_with_lips_head(args.model, head, args.out, meta)
     print(f"{args.out}: lips head on {args.split} ({args.features}) in "

@@ -155,3 +155,18 @@ def test_the_generator_takes_the_lips_from_the_head_and_still_closes_them(model_
         seed=1, lips_head=1.0, **settings), lip_features=lip_features)
     assert (inner_lip_gap(by_head)[marked] < 0.5 * np.maximum(inner_lip_gap(with_head)[marked],
                                                               0.02)).all()
+
+
+@pytest.mark.parametrize("frames", [1, 3, 200])
+def test_generation_reads_the_map_the_fit_solved_for(frames):
+    """The generator's fast read (no stacked inputs) equals the fit's definition, the
+    standardised stacked context times the maps, on lines shorter than the context too."""
+    segments, _, closed = synthetic_segments(lower_dims=4, with_closures=True)
+    head = fit_lips_head(segments, "synthetic", ridge=1e-2, gain=1.3, closed=closed,
+                         closure_threshold=0.4, context=(-3, -1, 0, 2, 5))
+    features = segments[0][0][:frames]
+    stacked = (head.stacked(features) - head.input_mean) / head.input_std
+    raw = stacked @ np.concatenate([head.weights, head.closure_weights[:, None]], axis=1)
+    expected = (raw[:, :4] * head.gain + head.bias) * head.output_scale
+    lower, _ = head.read(features)
+    np.testing.assert_allclose(lower, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
