@@ -29,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Features of these frames around t (25 fps: -240 ms .. +240 ms) feed frame t.
-DEFAULT_CONTEXT = (-6, -4, -2, -1, 0, 1, 2, 4, 6)
+# Features of these frames around t (25 fps: -160 ms .. +160 ms) feed frame t. Every frame of
+# a narrower span read the mouth better on held-out sources than a wider, sparser one
+# (docs/MODEL_CARD.md, "The head's context").
+DEFAULT_CONTEXT = (-4, -3, -2, -1, 0, 1, 2, 3, 4)
 # A line's own feature statistics count as this many frames' worth against the training ones.
 SHRINK_FRAMES = 100
 # Two lip closures are at least this many frames apart on each side (25 fps: 80 ms).
