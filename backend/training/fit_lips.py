@@ -1,9 +1,9 @@
 """`dimitra fit-lips DATASET --model IN --out OUT`: fit the lips head (backend.model.lips_head)
 on a split of a prepared dataset, in the motion space of the model IN, and write IN with the
-head as OUT. Seconds on a CPU: one ridge regression in closed form.
+head as OUT. Seconds on a CPU: one ridge regression in closed form. The defaults are the
+shipped head's recipe (docs/MODEL_CARD.md, "The lips head" and after):
 
     dimitra fit-lips data/dataset --model runs/x/snapshots/ema_003000.safetensors \\
-        --split train --features whisper-tiny-en+whisper-base \\
         --av-offsets docs/model/av_offsets_base_folds.json --out runs/x/with_lips.safetensors
 
 For leave-source-out scores, fit one head per fold model on `train-minus-fold-K` and give the
@@ -91,35 +91,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="the model file to write (IN + the head)")
     parser.add_argument("--split", default="train",
                         help="split or train-minus-fold-K to fit on (default train)")
-    parser.add_argument("--features", default="whisper-tiny-en+whisper-base",
+    parser.add_argument("--features", default="whisper-tiny-en-l3",
                         help="feature extractor(s) the head reads, '+' joins several "
-                             "(default whisper-tiny-en+whisper-base)")
+                             "(default whisper-tiny-en-l3)")
     parser.add_argument("--av-offsets", help="JSON of per-segment audio-video offsets "
                                              "(backend.training.av_offsets)")
     parser.add_argument("--ridge", type=float, default=10.0,
                         help="regularisation, per frame of standardised input (default 10)")
-    parser.add_argument("--lead", type=int, default=0,
+    parser.add_argument("--lead", type=int, default=2,
                         help="frames the lips move earlier than the offsets alone say: the "
-                             "model's audio_delay option (default 1) delays them again")
+                             "model's audio_delay option (default 1) delays them again "
+                             "(default 2)")
     parser.add_argument("--closure-weight", type=float, default=1.0,
                         help="how much frames with the lips together in speech count in the "
                              "fit against the others (default 1)")
-    parser.add_argument("--closures", type=float, metavar="THRESHOLD",
+    parser.add_argument("--closures", type=float, default=0.2, metavar="THRESHOLD",
                         help="also fit the closure map (lips together, from the features) and "
-                             "close the lips where its score passes THRESHOLD (default: no map)")
+                             "close the lips where its score passes THRESHOLD (default 0.2; "
+                             "0: no map)")
     parser.add_argument("--variants", nargs="+", default=[], metavar="VARIANT",
                         help="also fit on these voice variants of each clip's audio (voice-high, "
                              "voice-low, room, noisy, phone: prepared with --features F~VARIANT)")
-    parser.add_argument("--smoothing", type=float, default=0.0,
+    parser.add_argument("--smoothing", type=float, default=0.25,
                         help="weight of each neighbour in a 3-frame smoothing of the head's "
-                             "output (default 0: none)")
+                             "output (default 0.25; 0: none)")
     parser.add_argument("--context", type=_offsets, default=DEFAULT_CONTEXT,
                         help="frame offsets whose features feed each frame, comma-separated "
                              f"(default {','.join(map(str, DEFAULT_CONTEXT))})")
     parser.add_argument("--balance-sources", action="store_true",
                         help="each source's video weighs the same in the fit, not each frame")
-    parser.add_argument("--gain", type=float, default=2.0,
-                        help="amplitude restored after the fit's shrinkage (default 2)")
+    parser.add_argument("--gain", type=float, default=1.75,
+                        help="amplitude restored after the fit's shrinkage (default 1.75)")
     return parser.parse_args(argv)
 
 
@@ -139,12 +141,13 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     offsets = load_offsets(args.av_offsets) if args.av_offsets else None
     head = fit_from_dataset(args.dataset, args.model, args.split, args.features, offsets,
-                            args.ridge, args.gain, args.lead, args.closure_weight, args.closures,
+                            args.ridge, args.gain, args.lead, args.closure_weight,
+                            args.closures or None,
                             tuple(args.variants), args.smoothing, args.context,
                             args.balance_sources)
     meta = {"lips_head": {"split": args.split, "features": args.features, "ridge": args.ridge,
                           "gain": args.gain, "lead": args.lead,
-                          "closure_weight": args.closure_weight, "closures": args.closures,
+                          "closure_weight": args.closure_weight, "closures": args.closures or None,
                           "variants": args.variants, "smoothing": args.smoothing,
                           "context": list(args.context),
                           "balance_sources": args.balance_sources,

@@ -173,11 +173,15 @@ def test_generation_reads_the_map_the_fit_solved_for(frames):
     np.testing.assert_allclose(lower, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
-def test_fit_lips_takes_a_context_and_names_a_bad_one(capsys):
+def test_fit_lips_defaults_to_the_shipped_heads_recipe_and_names_a_bad_context(capsys):
     from dimitra.backend.training.fit_lips import parse_args
 
     required = ["data", "--model", "in.safetensors", "--out", "out.safetensors"]
-    assert parse_args(required).context == (-4, -3, -2, -1, 0, 1, 2, 3, 4)
+    defaults = vars(parse_args(required))
+    shipped = load_bundle(DEFAULT_MODEL, network=False).meta["lips_head"]
+    for name in ("split", "features", "ridge", "gain", "lead", "closure_weight", "closures",
+                 "variants", "smoothing", "context", "balance_sources"):
+        assert list(np.atleast_1d(defaults[name])) == list(np.atleast_1d(shipped[name])), name
     assert parse_args(required + ["--context=2,-6,0,-6"]).context == (-6, 0, 2)
     for bad, says in (("-2,x,2", "comma-separated whole frames"), ("-2,2", "must include 0")):
         with pytest.raises(SystemExit):
