@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("dataset")
     parser.add_argument("--out", required=True, help="detector file (.safetensors)")
     parser.add_argument("--features", default="whisper-tiny-en")
+    parser.add_argument("--split", default="train",
+                        help="split or train-minus-fold-K to train on (default train)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=8, help="crops of 200 frames per step")
     parser.add_argument("--seed", type=int, default=0)
@@ -119,9 +121,10 @@ def run_centres(marks: np.ndarray, fps: float = 25.0) -> np.ndarray:
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    train = labelled_segments(args.dataset, "train", args.features)
+    train = labelled_segments(args.dataset, args.split, args.features)
     if not train:
-        raise SystemExit(f"{args.dataset}: no English train segments with {args.features!r} features")
+        raise SystemExit(f"{args.dataset}: no English {args.split} segments with "
+                         f"{args.features!r} features")
     sources = {s: sum(len(y) for _, y, src in train if src == s) for s in ("aligned", "pocketsphinx")}
     print(f"{len(train)} train segments; labelled frames: {sources}")
     detector = train_detector(train, args.features, args.steps, args.batch, args.seed, args.members)
@@ -131,7 +134,8 @@ def main(argv=None) -> int:
     scores = {"dev_aligned_recall": float(totals[0] / max(totals[1], 1)),
               "dev_aligned_precision": float(totals[2] / max(totals[3], 1)),
               "dev_aligned_bilabials": int(totals[1])}
-    meta = {"steps": args.steps, "batch": args.batch, "seed": args.seed, "members": args.members,
+    meta = {"split": args.split, "steps": args.steps, "batch": args.batch, "seed": args.seed,
+            "members": args.members,
             "label_frames": sources, **scores}
     save_detector(args.out, detector, meta)
     print(f"dev (phone labels, {scores['dev_aligned_bilabials']} bilabials): recall "
