@@ -115,7 +115,7 @@ class LipsHead:
     def stacked(self, features: np.ndarray) -> np.ndarray:
         """(T, F) raw features -> (T, C * F) line-normalised features of the context frames."""
         normalised = normalise_line(features, self.feature_mean, self.feature_std)
-        return _stack(normalised, self.context, slice(0, len(features)))
+        return _stack(normalised, self.context)
 
     # -- storage (tensors + one JSON field of the model file) ----------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -136,10 +136,10 @@ class LipsHead:
                    gain=float(header["gain"]), **optional, **fields)
 
 
-def _stack(normalised: np.ndarray, context: np.ndarray, frames: slice) -> np.ndarray:
-    """(T, F) -> (n, C * F): for each frame of `frames`, the rows of its context frames (the
-    line's edge frames held)."""
-    rows = np.arange(len(normalised))[frames]
+def _stack(normalised: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """(T, F) -> (T, C * F): for each frame, the rows of its context frames (the line's edge
+    frames held)."""
+    rows = np.arange(len(normalised))
     index = np.clip(rows[:, None] + np.asarray(context)[None, :], 0, len(normalised) - 1)
     return normalised[index].reshape(len(rows), -1).astype(np.float32, copy=False)
 

@@ -62,8 +62,8 @@ def lve_parts(pred: np.ndarray, truth: np.ndarray) -> dict:
     opening = mouth_open(truth[both])
     is_open = opening >= CLOSURE_REOPEN
     centred = opening - opening.mean()
-    gain = float(centred @ (mouth_open(pred[both]) - mouth_open(pred[both]).mean())
-                 / max(centred @ centred, 1e-12))
+    pred_open = mouth_open(pred[both])
+    gain = float(centred @ (pred_open - pred_open.mean()) / max(centred @ centred, 1e-12))
     return {"lve_open": float(per_frame[is_open].mean()) if is_open.any() else float("nan"),
             "lve_closed": float(per_frame[~is_open].mean()) if (~is_open).any() else float("nan"),
             "open_share": float(is_open.mean()),
