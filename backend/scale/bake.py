@@ -172,24 +172,67 @@ class _Pool:
         self.ray, self.settings, self.described = ray, settings, []
         self.actor_class = ray.remote(num_cpus=1, max_restarts=0)(worker_class)
         self.workers = [self.actor_class.remote(settings) for _ in range(count)]
+        self.whereabouts = {worker: worker.describe.remote() for worker in self.workers}
         try:
-            self.described = ray.get([w.describe.remote() for w in self.workers])
+            self.described = ray.get(list(self.whereabouts.values()))
         except ray.exceptions.RayError as error:
             self.stop()
             raise ClusterError(f"the Ray workers could not start: {_last_line(error)}") from error
 
     def replace(self, dead):
         self.workers.remove(dead)
+        del self.whereabouts[dead]
         worker = self.actor_class.remote(self.settings)
         self.workers.append(worker)
+        self.whereabouts[worker] = worker.describe.remote()
         return worker
 
     def stop(self) -> None:
         """Kill the actors: bpy can hang in its exit handlers after a render, and a cluster
-        outlives this run."""
+        outlives this run. Ray reports a killed actor dead before its process has exited, so
+        wait for this machine's worker processes to be gone: one may still be writing a file
+        the caller is about to clean up."""
+        started = list(self.whereabouts.values())
+        ready, _ = self.ray.wait(started, num_returns=len(started), timeout=0) if started else ([], [])
+        here = socket.gethostname()
+        pids = []
+        for ref in ready:
+            try:
+                described = self.ray.get(ref)
+            except self.ray.exceptions.RayError:   # died before it could say where it runs
+                continue
+            if described["host"] == here:
+                pids.append(described["pid"])
         for worker in self.workers:
             self.ray.kill(worker, no_restart=True)
-        self.workers = []
+        self.workers, self.whereabouts = [], {}
+        _wait_until_gone(pids, timeout=30)
+
+
+def _wait_until_gone(pids: list[int], timeout: float) -> None:
+    """Return when none of these local processes runs any more (a zombie does not), or after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (Linux: /proc; elsewhere: the kernel's answer to signal 0)."""
+    if os.name == "nt":   # os.kill there terminates; Ray's kill has done its best
+        return False
+    if Path("/proc/self").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _leave_now() -> None:

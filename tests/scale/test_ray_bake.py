@@ -143,6 +143,45 @@ def test_an_interrupted_run_rerun_finishes_the_rest_and_redoes_nothing(sample_ri
     assert partial_files(outs) == []
 
 
+def test_a_stopped_pool_has_no_worker_still_writing(tmp_path):
+    """Ray reports a killed actor dead before its process has exited; the pool waits for the
+    process, so nothing a worker was writing changes after stop() (the Ctrl+C clean-up relies
+    on it)."""
+    from dimitra.backend.scale.bake import _Pool
+    from dimitra.backend.scale.cluster import connect, import_ray
+
+    class Scribbler:
+        """Rewrites one file as fast as it can, as a worker exporting a take would."""
+
+        def __init__(self, folder):
+            self.file = Path(folder) / "scribbled.txt"
+
+        def describe(self):
+            import socket
+            return {"host": socket.gethostname(), "pid": os.getpid(), "load_seconds": 0.0}
+
+        def scribble(self):
+            count = 0
+            while True:
+                count += 1
+                self.file.write_text(str(count))
+
+    ray = import_ray()
+    with connect("local", local_cpus=1):
+        pool = _Pool(ray, Scribbler, str(tmp_path), 1)
+        pool.workers[0].scribble.remote()
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "scribbled.txt").exists():
+            assert time.monotonic() < deadline, "the worker never wrote"
+            time.sleep(0.01)
+        pid = pool.described[0]["pid"]
+        pool.stop()
+        assert not running(pid)
+        last = (tmp_path / "scribbled.txt").stat().st_mtime_ns
+        time.sleep(0.5)
+        assert (tmp_path / "scribbled.txt").stat().st_mtime_ns == last
+
+
 @pytest.fixture
 def ray_head(tmp_path):
     """A real `ray start --head` on a free port, stopped at the end."""
