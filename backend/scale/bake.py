@@ -192,8 +192,8 @@ class _Pool:
         outlives this run. Ray reports a killed actor dead before its process has exited, so
         wait for this machine's worker processes to be gone: one may still be writing a file
         the caller is about to clean up."""
-        started = list(self.whereabouts.values())
-        ready, _ = self.ray.wait(started, num_returns=len(started), timeout=0) if started else ([], [])
+        started = list(self.whereabouts.values())   # describe() refs; a new worker's may pend
+        ready = self.ray.wait(started, num_returns=len(started), timeout=0)[0] if started else []
         here = socket.gethostname()
         pids = []
         for ref in ready:
