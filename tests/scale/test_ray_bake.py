@@ -169,11 +169,12 @@ def test_a_stopped_pool_has_no_worker_still_writing(tmp_path):
     ray = import_ray()
     with connect("local", local_cpus=1):
         pool = _Pool(ray, Scribbler, str(tmp_path), 1)
-        pool.workers[0].scribble.remote()
-        deadline = time.monotonic() + 60
+        scribbling = pool.workers[0].scribble.remote()
         while not (tmp_path / "scribbled.txt").exists():
-            assert time.monotonic() < deadline, "the worker never wrote"
-            time.sleep(0.01)
+            ended, _ = ray.wait([scribbling], timeout=0.01)
+            if ended:
+                ray.get(scribbling)   # the worker failed: raises its error
+            assert not ended, "the worker stopped before writing"
         pid = pool.described[0]["pid"]
         pool.stop()
         assert not running(pid)
